@@ -1,0 +1,73 @@
+# ImageNet-1k with the release's (timm's) training augmentation and test transform.
+# data/imagenet in the folder layout (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG) or mmpretrain's
+# annotation-file layout (meta/train.txt, meta/val.txt beside train/ and val/): ImageNet picks
+# meta/<split>.txt when it exists and scans the class folders otherwise.
+dataset_type = 'ImageNet'
+data_root = 'data/imagenet'
+data_preprocessor = dict(
+    num_classes=1000,
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    to_rgb=True,
+)
+bgr_mean = data_preprocessor['mean'][::-1]
+bgr_std = data_preprocessor['std'][::-1]
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    # timm's interpolation='random': bilinear or bicubic with equal probability.
+    dict(
+        type='RandomChoice',
+        transforms=[
+            [dict(type='RandomResizedCrop', scale=224, backend='pillow', interpolation='bilinear')],
+            [dict(type='RandomResizedCrop', scale=224, backend='pillow', interpolation='bicubic')],
+        ]),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    # rand-m9-mstd0.5-inc1
+    dict(
+        type='RandAugment',
+        policies='timm_increasing',
+        num_policies=2,
+        total_level=10,
+        magnitude_level=9,
+        magnitude_std=0.5,
+        hparams=dict(pad_val=[round(x) for x in bgr_mean], interpolation='bicubic')),
+    # Pixel mode: per-pixel normal noise, N(0, 1) after normalisation.
+    dict(
+        type='RandomErasing',
+        erase_prob=0.25,
+        mode='rand',
+        min_area_ratio=0.02,
+        max_area_ratio=1 / 3,
+        fill_color=bgr_mean,
+        fill_std=bgr_std),
+    dict(type='PackInputs'),
+]
+
+# Shorter side to floor(224 / crop_pct), bicubic, then the 224 centre crop (S and M: 248).
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=248, edge='short', backend='pillow', interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=224),
+    dict(type='PackInputs'),
+]
+
+train_dataloader = dict(
+    batch_size=256,
+    num_workers=10,
+    pin_memory=True,
+    persistent_workers=True,
+    dataset=dict(type=dataset_type, data_root=data_root, split='train', pipeline=train_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=True),
+)
+val_dataloader = dict(
+    batch_size=256,
+    num_workers=10,
+    pin_memory=True,
+    persistent_workers=True,
+    dataset=dict(type=dataset_type, data_root=data_root, split='val', pipeline=test_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=False),
+)
+val_evaluator = dict(type='Accuracy', topk=(1, 5))
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator

@@ -1,0 +1,63 @@
+# The embedded demo: the DynaMixer-S recipe on scikit-learn's handwritten digits (written out by
+# tools/dataset_converters/prepare_digits.py as an ImageNet-style folder), 2 CPU processes.
+# Only what the small data and a few CPU minutes need differs from the S recipe (see below).
+_base_ = ['./dynamixer-s_8xb256_in1k.py']
+
+# 56x56 images: 8x8 tokens after the 7x7 patches, 4x4 after the transition. A DynaMixer with the
+# S layout (transition after stage 1, 2 reduced dims) scaled down to a few CPU minutes.
+model = dict(
+    backbone=dict(
+        arch=dict(
+            layers=[1, 1, 2, 1],
+            embed_dims=[32, 64, 64, 64],
+            resolutions=[8, 4, 4, 4],
+            num_segments=[4, 8, 8, 8],
+            reduced_dims=[2, 2, 2, 2],
+            transitions=[True, False, False, False],
+            mlp_ratios=[3, 3, 3, 3]),
+        drop_path_rate=0.0),
+    head=dict(num_classes=10, in_channels=64))
+data_preprocessor = dict(num_classes=10)
+
+data_root = 'data/digits'
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='RandomChoice',
+        transforms=[
+            [dict(type='RandomResizedCrop', scale=56, crop_ratio_range=(0.5, 1.0), backend='pillow',
+                  interpolation='bilinear')],
+            [dict(type='RandomResizedCrop', scale=56, crop_ratio_range=(0.5, 1.0), backend='pillow',
+                  interpolation='bicubic')],
+        ]),
+    dict(type='PackInputs'),
+]
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+train_dataloader = dict(
+    batch_size=64,
+    num_workers=1,
+    pin_memory=False,
+    dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='train', split=None,
+                 pipeline=train_pipeline, _delete_=True),
+)
+val_dataloader = dict(
+    batch_size=128,
+    num_workers=1,
+    pin_memory=False,
+    dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='val', pipeline=test_pipeline,
+                 _delete_=True),
+)
+test_dataloader = val_dataloader
+val_evaluator = dict(type='Accuracy', topk=(1,))
+test_evaluator = val_evaluator
+
+# float32 on CPU; 30 epochs of 12 iterations with the same warm-up + cosine shape; an EMA that
+# averages over ~50 steps rather than ~25k.
+optim_wrapper = dict(type='OptimWrapper', loss_scale=None)
+param_scheduler = [
+    dict(type='TimmCosineLR', t_initial=30, eta_min=1e-5, warmup_steps=2, warmup_init=1e-6,
+         by_epoch=True, begin=0, end=30),
+]
+train_cfg = dict(max_epochs=30, val_interval=5)
+custom_hooks = [dict(type='EMAHook', momentum=0.02, update_buffers=True, priority='ABOVE_NORMAL')]
+default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=5, max_keep_ckpts=2))

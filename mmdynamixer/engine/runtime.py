@@ -1,0 +1,55 @@
+"""Fixes that make mmengine 0.10.7 run on today's torch and on machines without CUDA.
+
+Each fix is applied at the narrowest point that works, by :func:`prepare_runtime`, which the
+tools call before building the Runner.
+"""
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config
+
+
+def allow_mmengine_checkpoint_types() -> None:
+    """torch >= 2.6 loads checkpoints weights-only by default, and mmengine 0.10.7's resume calls
+    ``torch.load`` without ``weights_only``: its checkpoints hold a ``MessageHub`` state with
+    ``HistoryBuffer`` objects and numpy arrays and scalars, which the weights-only unpickler refuses.
+    Allow-list exactly those types instead of turning weights-only off for every load."""
+    import numpy as np
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    safe = [HistoryBuffer, np.ndarray, np.dtype, np.core.multiarray._reconstruct, np.core.multiarray.scalar]
+    safe += [type(np.dtype(name)) for name in ('float64', 'float32', 'float16', 'int64', 'int32', 'bool')]
+    torch.serialization.add_safe_globals(safe)
+
+
+def init_cpu_distributed(cfg: Config) -> None:
+    """mmengine's pytorch launcher calls ``torch.cuda.set_device`` unconditionally and the Runner wraps
+    DDP with ``device_ids=[LOCAL_RANK]``: both fail without CUDA. Without CUDA, start the process
+    group with gloo ourselves (the Runner then skips its own ``init_dist``) and wrap DDP without
+    device ids."""
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    wrapper = dict(cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel'))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+
+
+def check_amp(cfg: Config) -> None:
+    """mmengine's ``AmpOptimWrapper`` asserts a CUDA device deep inside the Runner; say so up front."""
+    wrapper = cfg.get('optim_wrapper') or {}
+    if wrapper.get('type') == 'AmpOptimWrapper' and not torch.cuda.is_available():
+        raise RuntimeError('This config trains with mixed precision (optim_wrapper.type=AmpOptimWrapper, or --amp), '
+                           'which mmengine supports on CUDA only and no CUDA device is available. On CPU, pass '
+                           '--cfg-options optim_wrapper.type=OptimWrapper to train in float32.')
+
+
+def prepare_runtime(cfg: Config, launcher: str) -> None:
+    """Apply the fixes a Runner built from ``cfg`` with ``launcher`` needs on this machine."""
+    allow_mmengine_checkpoint_types()
+    check_amp(cfg)
+    if launcher != 'none' and not torch.cuda.is_available():
+        if launcher == 'pytorch':
+            init_cpu_distributed(cfg)
+        else:
+            raise RuntimeError(f'launcher={launcher!r} without CUDA is not supported; use the pytorch launcher '
+                               f'(tools/dist_train.sh), which falls back to gloo on CPU')

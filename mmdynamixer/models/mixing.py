@@ -1,0 +1,70 @@
+"""The DynaMixer operation: token mixing with mixing matrices generated from the tokens."""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DynaMixerOp(nn.Module):
+    """Mix the tokens of each sequence along dim -2 of an (..., N, D) tensor.
+
+    For a sequence of ``seq_len`` tokens this is the operation of the paper (and of the authors'
+    release): the tokens are compressed to ``num_segments * reduced_dim`` features, ``generate``
+    turns the flattened compressed sequence into one ``seq_len x seq_len`` matrix per segment,
+    softmax over the source tokens makes each column a distribution, and each segment of
+    ``dim / num_segments`` channels is mixed by its matrix.
+
+    Any other length N runs over windows of ``seq_len`` tokens: the sequence is padded up to a
+    multiple of ``seq_len``, padded tokens feed zeros to ``generate`` and get zero weight as
+    sources, and the padded outputs are cropped away. N == seq_len takes the release's path.
+
+    Args:
+        dim (int): Channels D.
+        seq_len (int): Tokens L the ``generate`` layer is made for.
+        num_segments (int): Segments S ("heads"); must divide ``dim``.
+        reduced_dim (int): Compressed features d per token and segment.
+    """
+
+    def __init__(self, dim: int, seq_len: int, num_segments: int, reduced_dim: int):
+        super().__init__()
+        if dim % num_segments != 0:
+            raise ValueError(f'num_segments={num_segments} must divide the channels dim={dim}')
+        self.dim = dim
+        self.seq_len = seq_len
+        self.num_segments = num_segments
+        self.reduced_dim = reduced_dim
+        self.compress = nn.Linear(dim, num_segments * reduced_dim)
+        self.generate = nn.Linear(seq_len * reduced_dim, seq_len * seq_len)
+        self.out = nn.Linear(dim, dim)
+
+    def extra_repr(self) -> str:
+        return f'seq_len={self.seq_len}, num_segments={self.num_segments}, reduced_dim={self.reduced_dim}'
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        length = x.shape[-2]
+        if length == self.seq_len:
+            return self.out(self._mix(x, valid=None))
+        num_windows = math.ceil(length / self.seq_len)
+        padded = num_windows * self.seq_len
+        windows = F.pad(x, (0, 0, 0, padded - length)).unflatten(-2, (num_windows, self.seq_len))
+        valid = (torch.arange(padded, device=x.device) < length).view(num_windows, self.seq_len)
+        mixed = self._mix(windows, valid).flatten(-3, -2)
+        return self.out(mixed[..., :length, :])
+
+    def _mix(self, x: torch.Tensor, valid) -> torch.Tensor:
+        """Mix (..., L, D) windows; ``valid`` (broadcastable to (..., L)) marks real tokens."""
+        seq_len, segments = self.seq_len, self.num_segments
+        code = self.compress(x)
+        if valid is not None:
+            code = code * valid.unsqueeze(-1).to(code.dtype)
+        # (..., L, S*d) -> (..., S, L*d), token-major as the release flattens it.
+        code = code.unflatten(-1, (segments, self.reduced_dim)).transpose(-3, -2).flatten(-2)
+        logits = self.generate(code).unflatten(-1, (seq_len, seq_len))  # (..., S, L_src, L_dst)
+        if valid is not None:
+            logits = logits.masked_fill(~valid[..., None, :, None], float('-inf'))
+        # Softmax in float32 under autocast: float16 logits overflow long before the weights do.
+        weights = logits.float().softmax(dim=-2).to(x.dtype)
+        chunks = x.unflatten(-1, (segments, self.dim // segments))  # (..., L_src, S, D/S)
+        mixed = torch.einsum('...sij,...isc->...jsc', weights, chunks)
+        return mixed.flatten(-2)

@@ -1,0 +1,30 @@
+"""mmdynamixer: DynaMixer vision-MLP backbones for the OpenMMLab toolboxes and timm."""
+from setuptools import find_packages, setup
+
+setup(
+    name='mmdynamixer',
+    version='0.1.0',
+    description='DynaMixer (ICML 2022) backbones for mmpretrain, mmdet, mmsegmentation and timm',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['mmdynamixer', 'mmdynamixer.*']),
+    python_requires='>=3.9',
+    # The model itself needs torch only; the registrations need the toolboxes.
+    install_requires=['torch>=2.0'],
+    extras_require={
+        'openmmlab': [
+            'torchvision>=0.15',
+            'numpy<2',
+            'opencv-python<5',
+            'mmengine>=0.10,<1.0',
+            'mmcv>=2.0.0,<2.2.0',
+            'mmpretrain>=1.2.0,<1.3',
+            'mmdet>=3.3.0,<3.4',
+            'mmsegmentation>=1.2.2,<1.3',
+            'timm>=1.0,<1.1',
+            'ftfy',
+            'regex',
+        ],
+        'tests': ['pytest>=7', 'scikit-learn>=1.3'],
+    },
+)

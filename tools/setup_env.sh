@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Create or refresh .venv (repo root) with the tested OpenMMLab stack and mmdynamixer installed editable.
+# Does nothing when .venv already matches requirements/constraints.txt, setup.py and this script.
+# mmcv 2.x ships only as source: it is built once per (mmcv, torch, Python, CUDA archs) and the wheel kept
+# under ${MMDYNAMIXER_CACHE:-~/.cache/mmdynamixer}, so later environments install it in seconds.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+CONSTRAINTS="$ROOT/requirements/constraints.txt"
+STAMP="$VENV/.mmdynamixer-env"
+PYTHON="${PYTHON:-python3}"
+CACHE="${MMDYNAMIXER_CACHE:-$HOME/.cache/mmdynamixer}"
+
+want="$("$PYTHON" --version 2>&1) $(cat "$CONSTRAINTS" "$ROOT/setup.py" "$ROOT/tools/setup_env.sh" | sha256sum | cut -d' ' -f1)"
+if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
+    exit 0
+fi
+
+log() { echo "[setup_env $(date +%H:%M:%S)] $*"; }
+start=$SECONDS
+log "creating or refreshing $VENV"
+rm -f "$STAMP"
+"$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+pin() { grep -E "^$1==" "$CONSTRAINTS" | cut -d= -f3; }
+
+"${PIP[@]}" install -q -c "$CONSTRAINTS" pip setuptools wheel ninja
+log "installing torch, torchvision, numpy, opencv"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" torch torchvision numpy opencv-python
+
+# mmcv: from the registry's sdist, with its compiled ops.
+mmcv_version="$(pin mmcv)"
+torch_version="$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
+py_tag="$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    export FORCE_CUDA=1
+    export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;9.0}"
+    device_tag="cuda-${TORCH_CUDA_ARCH_LIST//[;. ]/_}"
+else
+    device_tag=cpu
+fi
+wheel_dir="$CACHE/wheels/mmcv-$mmcv_version-$py_tag-torch$torch_version-$device_tag"
+if ! ls "$wheel_dir"/mmcv-*.whl >/dev/null 2>&1; then
+    log "building mmcv $mmcv_version ($device_tag) from source: about 11-25 minutes on 2 cores, once"
+    work="$(mktemp -d)"
+    trap 'rm -rf "$work"' EXIT
+    "${PIP[@]}" download -q --no-deps --no-binary :all: "mmcv==$mmcv_version" -d "$work"
+    tar -xzf "$work/mmcv-$mmcv_version.tar.gz" -C "$work"
+    # torch >= 2.14's headers refuse C++17; mmcv 2.1.0 hard-codes -std=c++17.
+    sed -i 's/c++17/c++20/g' "$work/mmcv-$mmcv_version/setup.py"
+    # No build isolation: the isolated build cannot see torch and silently skips the ops.
+    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+        "${PIP[@]}" wheel -q --no-build-isolation --no-deps "$work/mmcv-$mmcv_version" -w "$work/wheel"
+    mkdir -p "$(dirname "$wheel_dir")"
+    rm -rf "$wheel_dir.partial"
+    mv "$work/wheel" "$wheel_dir.partial"
+    mv "$wheel_dir.partial" "$wheel_dir"
+fi
+"${PIP[@]}" install -q -c "$CONSTRAINTS" --no-deps --force-reinstall "$wheel_dir"/mmcv-*.whl
+
+log "installing the toolboxes and mmdynamixer (editable)"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" --no-build-isolation -e "$ROOT[openmmlab,tests]"
+
+# Fail here, not in a worker, if the compiled ops are missing.
+"$VENV/bin/python" -c "
+import mmcv, mmcv.ops, torch
+from mmcv.ops import nms
+boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]])
+nms(boxes, torch.tensor([0.9, 0.8]), 0.5)
+import mmpretrain.models, mmdet.models, mmseg.models, timm, mmdynamixer
+print('stack ok: torch', torch.__version__, 'mmcv', mmcv.__version__)
+"
+echo "$want" > "$STAMP"
+log "ready in $((SECONDS - start)) s"
