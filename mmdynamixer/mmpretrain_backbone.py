@@ -40,7 +40,7 @@ class DynaMixer(DynaMixerNet, BaseBackbone):
                  frozen_stages: int = -1,
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None):
-        super().__init__(arch=arch, in_channels=in_channels, num_classes=0, drop_path_rate=drop_path_rate,
+        super().__init__(arch=arch, in_chans=in_channels, num_classes=0, drop_path_rate=drop_path_rate,
                          out_indices=out_indices, final_norm=final_norm, with_cp=with_cp)
         self.init_cfg = copy.deepcopy(init_cfg)
         num_stages = len(self.arch['layers'])

@@ -33,8 +33,6 @@ default_cfgs = generate_default_cfgs({
 
 
 def _create_dynamixer(variant: str, arch: str, pretrained: bool = False, **kwargs) -> DynaMixerNet:
-    if 'in_chans' in kwargs:  # timm's name for it
-        kwargs['in_channels'] = kwargs.pop('in_chans')
     return build_model_with_cfg(DynaMixerNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
                                 arch=arch, **kwargs)
 

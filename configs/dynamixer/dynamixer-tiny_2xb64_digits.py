@@ -8,6 +8,7 @@ _base_ = ['./dynamixer-s_8xb256_in1k.py']
 model = dict(
     backbone=dict(
         arch=dict(
+            _delete_=True,
             layers=[1, 1, 2, 1],
             embed_dims=[32, 64, 64, 64],
             resolutions=[8, 4, 4, 4],
@@ -51,9 +52,8 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1,))
 test_evaluator = val_evaluator
 
-# float32 on CPU; 30 epochs of 12 iterations with the same warm-up + cosine shape; an EMA that
-# averages over ~50 steps rather than ~25k.
-optim_wrapper = dict(type='OptimWrapper', loss_scale=None)
+# 30 epochs of 12 iterations with the same warm-up + cosine shape; an EMA that averages over ~50
+# steps rather than ~25k. (Without CUDA the tools train the recipe's AMP in float32.)
 param_scheduler = [
     dict(type='TimmCosineLR', t_initial=30, eta_min=1e-5, warmup_steps=2, warmup_init=1e-6,
          by_epoch=True, begin=0, end=30),

@@ -3,6 +3,7 @@
 Each fix is applied at the narrowest point that works, by :func:`prepare_runtime`, which the
 tools call before building the Runner.
 """
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -34,19 +35,22 @@ def init_cpu_distributed(cfg: Config) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
-def check_amp(cfg: Config) -> None:
-    """mmengine's ``AmpOptimWrapper`` asserts a CUDA device deep inside the Runner; say so up front."""
+def amp_off_without_cuda(cfg: Config) -> None:
+    """mmengine's ``AmpOptimWrapper`` asserts a CUDA device deep inside the Runner. Without CUDA, the
+    recipe's mixed precision (or ``--amp``) becomes float32 training, with a warning."""
     wrapper = cfg.get('optim_wrapper') or {}
     if wrapper.get('type') == 'AmpOptimWrapper' and not torch.cuda.is_available():
-        raise RuntimeError('This config trains with mixed precision (optim_wrapper.type=AmpOptimWrapper, or --amp), '
-                           'which mmengine supports on CUDA only and no CUDA device is available. On CPU, pass '
-                           '--cfg-options optim_wrapper.type=OptimWrapper to train in float32.')
+        warnings.warn('optim_wrapper.type=AmpOptimWrapper (mixed precision) needs CUDA and none is available: '
+                      'training in float32 with OptimWrapper instead')
+        for key in ('loss_scale', 'dtype', 'use_fsdp'):
+            wrapper.pop(key, None)
+        wrapper['type'] = 'OptimWrapper'
 
 
 def prepare_runtime(cfg: Config, launcher: str) -> None:
     """Apply the fixes a Runner built from ``cfg`` with ``launcher`` needs on this machine."""
     allow_mmengine_checkpoint_types()
-    check_amp(cfg)
+    amp_off_without_cuda(cfg)
     if launcher != 'none' and not torch.cuda.is_available():
         if launcher == 'pytorch':
             init_cpu_distributed(cfg)

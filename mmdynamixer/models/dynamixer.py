@@ -93,7 +93,7 @@ class DynaMixerNet(nn.Module):
 
     Args:
         arch (str | dict): 's', 'm', 'l' or a dict with the keys of :data:`ARCH_KEYS`, one value per stage.
-        in_channels (int): Image channels.
+        in_chans (int): Image channels (timm's name for it).
         num_classes (int): Classes of the linear head; 0 for no head.
         drop_path_rate (float): Stochastic depth of the last layer; layer k of N gets rate * k / (N - 1).
         out_indices (Sequence[int]): Stages whose maps :meth:`forward_features` returns (negative counts
@@ -103,13 +103,13 @@ class DynaMixerNet(nn.Module):
         with_cp (bool): Gradient checkpointing per layer, trading compute for memory.
     """
 
-    def __init__(self, arch: Union[str, dict] = 's', in_channels: int = 3, num_classes: int = 1000,
+    def __init__(self, arch: Union[str, dict] = 's', in_chans: int = 3, num_classes: int = 1000,
                  drop_path_rate: float = 0.0, out_indices: Sequence[int] = (-1,), final_norm: bool = True,
                  with_cp: bool = False):
         super().__init__()
         self.arch = resolve_arch(arch)
         num_stages = len(self.arch['layers'])
-        self.in_channels = in_channels
+        self.in_chans = in_chans
         self.out_indices = self._resolve_out_indices(out_indices, num_stages)
         last_stage = self.out_indices[-1]
         if num_classes > 0 and not (final_norm and last_stage == num_stages - 1):
@@ -121,7 +121,7 @@ class DynaMixerNet(nn.Module):
 
         dims = self.arch['embed_dims']
         self.num_features = dims[last_stage]
-        self.patch_embed = PatchEmbed(in_channels, dims[0])
+        self.patch_embed = PatchEmbed(in_chans, dims[0])
         total_layers = sum(self.arch['layers'])
         layer_index = 0
         network = []
@@ -185,8 +185,8 @@ class DynaMixerNet(nn.Module):
         """(B, C, H, W) images -> the normed maps (B, D_i, ceil(H / s_i), ceil(W / s_i)) of ``out_indices``."""
         if x.dim() != 4:
             raise ValueError(f'DynaMixer expects images as a 4-D (N, C, H, W) tensor, got shape {tuple(x.shape)}')
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f'DynaMixer was built for {self.in_channels}-channel images (in_channels), got an input '
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f'DynaMixer was built for {self.in_chans}-channel images, got an input '
                              f'with {x.shape[1]} channels, shape {tuple(x.shape)}')
         x = self.patch_embed(x)
         outs = []

@@ -1,0 +1,54 @@
+# UperNet with a DynaMixer-S backbone on ADE20K, 512x512 crops, 160k iterations, 8 GPUs x 2 images.
+#
+# Pyramid. DynaMixer-S has maps at strides 7 (stage 0, 192 ch) and 14 (stages 1-3, 384 ch). As for
+# plain (non-pyramid) backbones such as ViT, a neck builds the pyramid UperNet expects: an FPN over
+# stages 0 and 3 with two 3x3 stride-2 convs on its top output gives strides 7, 14, 28, 56 (Swin's
+# 4, 8, 16, 32 times 7/4). On a 512x512 crop that is 74, 37, 19 and 10 positions per side: the pyramid
+# pooling (scales 1, 2, 3, 6) runs on the 10x10 map. The auxiliary FCN head reads the stride-14 level,
+# where Swin's reads stride 16. Any crop size works (ceil division), so test images need no padding.
+_base_ = [
+    'mmseg::_base_/models/upernet_r50.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_160k.py',
+]
+custom_imports = dict(imports=['mmdynamixer'], allow_failed_imports=False)
+
+# An ImageNet-1k classifier converted by tools/model_converters/dynamixer_to_mmpretrain.py.
+pretrained = 'checkpoints/dynamixer-s_in1k.pth'
+crop_size = (512, 512)
+data_preprocessor = dict(size=crop_size)  # training batches are padded to the crop size
+model = dict(
+    data_preprocessor=data_preprocessor,
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='mmpretrain.DynaMixer',
+        arch='s',
+        drop_path_rate=0.2,
+        out_indices=(0, 3),  # the last stage at stride 7 and the last at stride 14
+        final_norm=False,  # each output through its own LayerNorm (norm0, norm3)
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    neck=dict(
+        type='FPN',
+        in_channels=[192, 384],
+        out_channels=256,
+        start_level=0,
+        add_extra_convs='on_output',
+        num_outs=4),
+    decode_head=dict(in_channels=[256, 256, 256, 256], in_index=[0, 1, 2, 3], channels=512, num_classes=150),
+    auxiliary_head=dict(in_channels=256, in_index=1, num_classes=150))
+
+train_dataloader = dict(batch_size=2)
+
+# AdamW as for transformer and MLP backbones downstream; no weight decay on norms and biases.
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
+# Linear warm-up over 1500 iterations, then linear decay to 0 (power 1), as Swin's UperNet.
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False, begin=1500, end=160000),
+]

@@ -1,0 +1,97 @@
+"""Config checks for dense prediction (mmdet, mmseg) with a DynaMixer backbone.
+
+A neck whose ``in_channels`` disagree with the backbone's outputs otherwise fails deep inside the
+first forward pass (an FPN assertion or a conv shape error) after the whole Runner is built. Call
+:func:`check_neck_in_channels` on the merged config before building the Runner to fail at once
+with both channel lists in the message. Needs only PyTorch (no toolbox imports).
+"""
+from typing import List, Mapping, Optional, Sequence, Tuple
+
+from .models.dynamixer import PATCH_SIZE, DynaMixerNet, resolve_arch
+
+__all__ = ['backbone_out_channels', 'backbone_out_strides', 'check_neck_in_channels', 'is_dynamixer_backbone']
+
+
+def is_dynamixer_backbone(backbone_cfg: Optional[Mapping]) -> bool:
+    """Whether a backbone config builds DynaMixer (``DynaMixer``, ``mmpretrain.DynaMixer`` or the class)."""
+    if not isinstance(backbone_cfg, Mapping):
+        return False
+    kind = backbone_cfg.get('type')
+    if isinstance(kind, type):
+        return issubclass(kind, DynaMixerNet)
+    return isinstance(kind, str) and kind.split('.')[-1] == 'DynaMixer'
+
+
+def _arch_and_indices(backbone_cfg: Mapping) -> Tuple[dict, Tuple[int, ...]]:
+    arch = resolve_arch(backbone_cfg.get('arch', 's'))
+    # The backbone's defaults (mmdynamixer.mmpretrain_backbone.DynaMixer): arch 's', out_indices -1.
+    indices = DynaMixerNet._resolve_out_indices(backbone_cfg.get('out_indices', -1), len(arch['layers']))
+    return arch, indices
+
+
+def backbone_out_channels(backbone_cfg: Mapping) -> List[int]:
+    """Channels of the maps a DynaMixer backbone config returns, in order (sorted ``out_indices``)."""
+    arch, indices = _arch_and_indices(backbone_cfg)
+    return [arch['embed_dims'][i] for i in indices]
+
+
+def backbone_out_strides(backbone_cfg: Mapping) -> List[int]:
+    """Strides (in pixels) of the maps a DynaMixer backbone config returns: 7, then x2 after each transition."""
+    arch, indices = _arch_and_indices(backbone_cfg)
+    strides, stride = [], PATCH_SIZE
+    for i in range(len(arch['layers'])):
+        if i > 0 and arch['transitions'][i - 1]:
+            stride *= 2
+        strides.append(stride)
+    return [strides[i] for i in indices]
+
+
+def _describe(backbone_cfg: Mapping) -> str:
+    arch = backbone_cfg.get('arch', 's')
+    arch = repr(arch) if isinstance(arch, str) else f'<dict embed_dims={list(arch.get("embed_dims", []))}>'
+    return f'DynaMixer arch={arch} out_indices={_arch_and_indices(backbone_cfg)[1]}'
+
+
+def check_neck_in_channels(cfg: Mapping) -> None:
+    """Raise ``ValueError`` when the module reading a DynaMixer backbone expects other channels.
+
+    The reader is ``model.neck`` (the first neck when it is a list), or ``model.decode_head`` (mmseg,
+    its ``in_index`` entries) when there is no neck. A list ``in_channels`` must equal the backbone's
+    output channels exactly (an FPN takes every map it is given); an int must equal the last map's
+    (mmpretrain's necks read the last map). Configs without a DynaMixer backbone, or whose reader has
+    no ``in_channels``, pass unchecked.
+
+    Args:
+        cfg: The merged config (``mmengine.Config`` or a plain dict with ``model``).
+    """
+    model = cfg.get('model') if hasattr(cfg, 'get') else None
+    if not isinstance(model, Mapping) or not is_dynamixer_backbone(model.get('backbone')):
+        return
+    backbone = model['backbone']
+    outputs = backbone_out_channels(backbone)
+    neck = model.get('neck')
+    if isinstance(neck, Sequence) and not isinstance(neck, (str, Mapping)):
+        neck = neck[0] if len(neck) else None
+    if isinstance(neck, Mapping):
+        if neck.get('in_channels') is None:
+            return
+        expected = neck['in_channels']
+        wanted = outputs[-1] if isinstance(expected, int) else outputs
+        expected = expected if isinstance(expected, int) else list(expected)
+        where = f'model.neck ({neck.get("type")})'
+    elif isinstance(model.get('decode_head'), Mapping) and model['decode_head'].get('in_channels') is not None:
+        head = model['decode_head']
+        expected = head['in_channels']
+        expected = expected if isinstance(expected, int) else list(expected)
+        index = head.get('in_index', -1)
+        try:
+            wanted = outputs[index] if isinstance(index, int) else [outputs[i] for i in index]
+        except IndexError:
+            raise ValueError(f'model.decode_head.in_index={index} selects maps the backbone does not return: '
+                             f'{_describe(backbone)} returns {len(outputs)} maps with channels {outputs}') from None
+        where = f'model.decode_head ({head.get("type")}, in_index={index})'
+    else:
+        return
+    if expected != wanted:
+        raise ValueError(f'{where} has in_channels={expected}, but the backbone {_describe(backbone)} returns maps '
+                         f'with channels {outputs}. Set in_channels={wanted} (or change out_indices).')

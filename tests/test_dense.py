@@ -1,0 +1,351 @@
+"""Dense prediction: the mmdet and mmseg configs build with the real strides, train and validate through
+tools/train.py on tiny COCO- and ADE20K-format data, odd input sizes give the documented strides, and a
+neck whose in_channels disagree with the backbone fails with both lists in the message."""
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+
+from conftest import REPO, run_env
+from mmdynamixer.dense import backbone_out_channels, backbone_out_strides, check_neck_in_channels
+from mmdynamixer.models import DynaMixerNet
+
+CONFIG_DIR = REPO / 'configs' / 'dynamixer'
+DET_CONFIGS = [f'{det}_dynamixer-{a}_fpn_1x_coco.py' for det in ('retinanet', 'mask-rcnn') for a in 'sml']
+SEG_CONFIGS = [f'{seg}_dynamixer-{a}_512x512_{it}_ade20k.py' for seg, it in (('upernet', '160k'), ('fpn', '40k'))
+               for a in 'sml']
+# The S layout (transition after stage 0: strides 7, 14, 14, 14) at a few CPU seconds.
+TINY_ARCH = dict(layers=[1, 1, 1, 1], embed_dims=[16, 32, 32, 32], resolutions=[8, 4, 4, 4],
+                 num_segments=[2, 4, 4, 4], reduced_dims=[2, 2, 2, 2], transitions=[True, False, False, False],
+                 mlp_ratios=[3, 3, 3, 3])
+# The stage each dense config reads at stride 7 and at stride 14, and those stages' channels.
+DENSE_OUTPUTS = {'s': ((0, 3), [192, 384]), 'm': ((1, 3), [256, 512]), 'l': ((0, 3), [256, 512])}
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def load(name: str) -> Config:
+    return Config.fromfile(str(CONFIG_DIR / name))
+
+
+def build(cfg: Config):
+    """Build ``cfg.model`` in the config's toolbox, without loading the pretrained checkpoint."""
+    from mmengine.registry import init_default_scope
+    scope = cfg.default_scope
+    init_default_scope(scope)
+    if scope == 'mmdet':
+        import mmdet.models  # noqa: F401
+        from mmdet.registry import MODELS
+    else:
+        import mmseg.models  # noqa: F401
+        from mmseg.registry import MODELS
+    cfg.model.backbone.init_cfg = None
+    return MODELS.build(cfg.model)
+
+
+def pyramid_strides(cfg: Config):
+    """The strides the heads are told their input levels have."""
+    model = cfg.model
+    if model.type == 'RetinaNet':
+        return [model.bbox_head.anchor_generator.strides]
+    if model.type == 'MaskRCNN':
+        return [model.rpn_head.anchor_generator.strides, model.roi_head.bbox_roi_extractor.featmap_strides,
+                model.roi_head.mask_roi_extractor.featmap_strides]
+    if model.decode_head.type == 'UPerHead':
+        return []  # UperNet does not take strides: check the neck's levels against the FPN's design
+    return [model.decode_head.feature_strides]
+
+
+# --------------------------------------------------------------------------------------------------
+# (a) every config loads, builds, its pyramid has the strides its heads assume, and its optimizer
+#     gives no weight decay to norms and biases.
+
+
+@pytest.mark.parametrize('name', DET_CONFIGS + SEG_CONFIGS)
+def test_config_builds_with_real_strides(name):
+    cfg = load(name)
+    arch = re.search(r'dynamixer-([sml])_', name).group(1)
+    backbone = cfg.model.backbone
+    out_indices, channels = DENSE_OUTPUTS[arch]
+    assert backbone.type == 'mmpretrain.DynaMixer' and backbone.arch == arch and backbone.final_norm is False
+    assert tuple(backbone.out_indices) == out_indices
+    assert backbone.init_cfg == dict(type='Pretrained', checkpoint=f'checkpoints/dynamixer-{arch}_in1k.pth',
+                                     prefix='backbone.')
+    assert cfg.custom_imports.imports[0] == 'mmdynamixer'
+    assert backbone_out_channels(backbone) == channels == list(cfg.model.neck.in_channels)
+    assert backbone_out_strides(backbone) == [7, 14]
+    check_neck_in_channels(cfg)
+
+    optimizer = cfg.optim_wrapper.optimizer
+    assert optimizer.type == 'AdamW' and 1e-4 <= optimizer.lr <= 2e-4 and optimizer.weight_decay == 0.05
+    assert cfg.optim_wrapper.paramwise_cfg == dict(norm_decay_mult=0.0, bias_decay_mult=0.0)
+    if cfg.default_scope == 'mmdet':
+        assert cfg.train_cfg.max_epochs == 12
+        assert [s for s in cfg.param_scheduler if s.type == 'MultiStepLR'][0].milestones == [8, 11]
+    else:
+        assert cfg.train_cfg.max_iters == (160000 if name.startswith('upernet') else 40000)
+        assert tuple(cfg.model.data_preprocessor.size) == (512, 512)
+
+    model = build(cfg).eval()
+    # Only the outputs' norms exist: no classifier norm, no unused parameters under DDP.
+    norms = {n.split('.')[0] for n, _ in model.backbone.named_parameters() if n.startswith('norm')}
+    assert norms == {f'norm{i}' for i in out_indices}
+
+    # An odd-sized image through backbone and neck: level k has ceil(H / s_k) x ceil(W / s_k) positions
+    # for exactly the strides the anchor generators, RoI extractors and FPN head are configured with.
+    height, width = 75, 101
+    with torch.no_grad():
+        levels = model.neck(model.backbone(torch.randn(1, 3, height, width)))
+    sizes = [tuple(level.shape[2:]) for level in levels]
+    assert sizes == [(ceil_div(height, s), ceil_div(width, s)) for s in [7, 14, 28, 56, 112][:len(levels)]]
+    assert len(levels) == (5 if cfg.default_scope == 'mmdet' else 4)
+    for strides in pyramid_strides(cfg):
+        assert [(ceil_div(height, s), ceil_div(width, s)) for s in strides] == sizes[:len(strides)]
+
+    if cfg.default_scope == 'mmdet':
+        # Anchors keep ResNet's sizes: the smallest per level (sqrt of its area) is 32, 64, 128, 256, 512 px.
+        head = model.bbox_head if cfg.model.type == 'RetinaNet' else model.rpn_head
+        smallest = [float(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sqrt().min())
+                    for b in head.prior_generator.gen_base_anchors()]
+        assert smallest == pytest.approx([32, 64, 128, 256, 512], rel=1e-5)
+    if cfg.model.get('decode_head', {}).get('type') == 'StrideFPNHead':
+        convs = [sum(type(m).__name__ == 'ConvModule' for m in head) for head in model.decode_head.scale_heads]
+        ups = [sum(type(m).__name__ == 'Upsample' for m in head) for head in model.decode_head.scale_heads]
+        assert convs == [1, 1, 2, 3] and ups == [0, 1, 2, 3]  # 2x per step from 7 to 14, 28, 56
+
+    from mmengine.optim import build_optim_wrapper
+    groups = build_optim_wrapper(model, cfg.optim_wrapper).optimizer.param_groups
+    decay = {id(p): g['weight_decay'] for g in groups for p in g['params']}
+    block = model.backbone.network[0][0]
+    assert decay[id(block.norm1.weight)] == 0 and decay[id(block.attn.mix_h.generate.bias)] == 0
+    assert decay[id(block.attn.mix_h.generate.weight)] == 0.05 and decay[id(model.backbone.patch_embed.proj.weight)] \
+        == 0.05
+
+
+# --------------------------------------------------------------------------------------------------
+# (b) a real training iteration and a validation pass through tools/train.py.
+
+
+def _coco_split(root: Path, split: str, sizes, rng) -> None:
+    from PIL import Image, ImageDraw
+    folder = root / 'images' / split
+    folder.mkdir(parents=True)
+    images, annotations = [], []
+    for image_id, (h, w) in enumerate(sizes, start=1):
+        image = Image.fromarray(rng.integers(90, 140, (h, w, 3), dtype=np.uint8))
+        draw = ImageDraw.Draw(image)
+        for category, colour in ((1, (230, 40, 40)), (3, (40, 40, 230))):
+            bw, bh = int(rng.integers(w // 4, w // 2)), int(rng.integers(h // 4, h // 2))
+            x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+            # A diamond: the mask is not its box.
+            polygon = [x0 + bw / 2, y0, x0 + bw, y0 + bh / 2, x0 + bw / 2, y0 + bh, x0, y0 + bh / 2]
+            draw.polygon(polygon, fill=colour)
+            annotations.append(dict(id=len(annotations) + 1, image_id=image_id, category_id=category,
+                                    bbox=[x0, y0, bw, bh], area=bw * bh / 2, iscrowd=0, segmentation=[polygon]))
+        image.save(folder / f'{image_id:04d}.jpg')
+        images.append(dict(id=image_id, file_name=f'{image_id:04d}.jpg', height=h, width=w))
+    (root / 'annotations').mkdir(exist_ok=True)
+    # COCO's names, so the datasets' 80-class metainfo picks these categories up.
+    categories = [dict(id=1, name='person'), dict(id=3, name='car')]
+    (root / 'annotations' / f'{split}.json').write_text(
+        json.dumps(dict(images=images, annotations=annotations, categories=categories)))
+
+
+@pytest.fixture(scope='session')
+def tiny_coco(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp('coco')
+    rng = np.random.default_rng(0)
+    _coco_split(root, 'train', [(121, 167), (113, 171)], rng)
+    _coco_split(root, 'val', [(117, 160), (125, 166)], rng)
+    return root
+
+
+@pytest.fixture(scope='session')
+def tiny_ade(tmp_path_factory) -> Path:
+    from PIL import Image
+    root = tmp_path_factory.mktemp('ade')
+    rng = np.random.default_rng(1)
+    for split, sizes in (('training', [(97, 131), (90, 120), (101, 127), (88, 140)]),
+                         ('validation', [(95, 129), (83, 118)])):
+        (root / 'images' / split).mkdir(parents=True)
+        (root / 'annotations' / split).mkdir(parents=True)
+        for i, (h, w) in enumerate(sizes):
+            # Labels 1..3 in vertical bands (0 is "other", ignored after reduce_zero_label), images coloured by label.
+            label = np.zeros((h, w), np.uint8)
+            for k, start in enumerate(sorted(rng.integers(0, w, 3))):
+                label[:, start:] = k + 1
+            label[: h // 6] = 0
+            pixels = np.stack([label * 60, 200 - label * 50, np.full_like(label, 90)], -1)
+            pixels = (pixels + rng.integers(0, 30, pixels.shape)).clip(0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / 'images' / split / f'ADE_{split}_{i:08d}.jpg')
+            Image.fromarray(label).save(root / 'annotations' / split / f'ADE_{split}_{i:08d}.png')
+    return root
+
+
+def tiny_backbone_options(neck_in=True):
+    opts = ['model.backbone.arch._delete_=True', 'model.backbone.init_cfg=None', 'model.backbone.drop_path_rate=0.1']
+    opts += [f'model.backbone.arch.{key}={json.dumps(value).replace(" ", "").replace("true", "True").replace("false", "False")}'
+             for key, value in TINY_ARCH.items()]
+    if neck_in:
+        opts += ['model.neck.in_channels=[16,32]', 'model.neck.out_channels=32']
+    return opts
+
+
+def run_tool(script: str, config: str, work: Path, options, extra=()):
+    cmd = [sys.executable, f'tools/{script}', f'configs/dynamixer/{config}', *extra, '--work-dir', str(work),
+           '--cfg-options', *options]
+    run = subprocess.run(cmd, cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=600)
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-5000:]
+    return log
+
+
+def pipeline_option(cfg: Config, loader: str, transform: str, key: str, value: str) -> str:
+    """``<loader>.dataset.pipeline.<i>.<key>=<value>`` for the first ``transform`` of that pipeline."""
+    types = [t['type'] for t in cfg[loader].dataset.pipeline]
+    return f'{loader}.dataset.pipeline.{types.index(transform)}.{key}={value}'
+
+
+def coco_options(root: Path, mask: bool):
+    cfg = load(f'{"mask-rcnn" if mask else "retinanet"}_dynamixer-s_fpn_1x_coco.py')
+    opts = tiny_backbone_options()
+    for loader, split in (('train_dataloader', 'train'), ('val_dataloader', 'val')):
+        opts += [f'{loader}.dataset.data_root={root}', f'{loader}.dataset.ann_file=annotations/{split}.json',
+                 f'{loader}.dataset.data_prefix.img=images/{split}/', f'{loader}.num_workers=0',
+                 f'{loader}.persistent_workers=False']
+    # Images of about 130 x 180 (odd sizes after the resize, e.g. 130 x 179).
+    opts += [pipeline_option(cfg, 'train_dataloader', 'Resize', 'scale', '(180,130)'),
+             pipeline_option(cfg, 'val_dataloader', 'Resize', 'scale', '(180,130)'),
+             'train_dataloader.batch_size=2', f'val_evaluator.ann_file={root}/annotations/val.json',
+             'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'default_hooks.logger.interval=1',
+             'randomness.seed=0']
+    if mask:
+        opts += ['model.rpn_head.in_channels=32', 'model.rpn_head.feat_channels=32',
+                 'model.roi_head.bbox_roi_extractor.out_channels=32', 'model.roi_head.bbox_head.in_channels=32',
+                 'model.roi_head.bbox_head.fc_out_channels=64', 'model.roi_head.mask_roi_extractor.out_channels=32',
+                 'model.roi_head.mask_head.in_channels=32', 'model.roi_head.mask_head.conv_out_channels=32',
+                 'model.roi_head.mask_head.num_convs=1', 'model.test_cfg.rcnn.score_thr=0.0']
+    else:
+        opts += ['model.bbox_head.in_channels=32', 'model.bbox_head.feat_channels=32',
+                 'model.bbox_head.stacked_convs=1', 'model.test_cfg.score_thr=0.0']
+    return opts
+
+
+def losses(log: str, key: str = 'loss'):
+    values = [float(v) for v in re.findall(rf'\s{key}: ([-\d.naif]+)', log)]
+    assert values, f'no {key} logged:\n{log[-3000:]}'
+    assert all(math.isfinite(v) for v in values), values
+    return values
+
+
+def test_retinanet_trains_validates_and_tests(tmp_path, tiny_coco):
+    config = 'retinanet_dynamixer-s_fpn_1x_coco.py'
+    options = coco_options(tiny_coco, mask=False)
+    log = run_tool('train.py', config, tmp_path / 'work', options)
+    assert re.search(r'Epoch\(train\)\s+\[1\]\[1/1\].*loss_cls: [\d.]+\s+loss_bbox: [\d.]+', log), log[-3000:]
+    losses(log)
+    assert re.search(r'Epoch\(val\) \[1\]\[2/2\]\s+coco/bbox_mAP: [\d.]+', log), log[-3000:]
+    assert (tmp_path / 'work' / 'epoch_1.pth').exists()
+    # The same checkpoint through tools/test.py.
+    test_options = [o for o in options if o.startswith(('model.', 'val_'))]
+    test_options = [o.replace('val_dataloader', 'test_dataloader').replace('val_evaluator', 'test_evaluator')
+                    for o in test_options]
+    log = run_tool('test.py', config, tmp_path / 'test', test_options, extra=[str(tmp_path / 'work' / 'epoch_1.pth')])
+    assert re.search(r'Epoch\(test\) \[2/2\]\s+coco/bbox_mAP: [\d.]+', log), log[-3000:]
+
+
+def test_mask_rcnn_trains_and_validates(tmp_path, tiny_coco):
+    log = run_tool('train.py', 'mask-rcnn_dynamixer-s_fpn_1x_coco.py', tmp_path / 'work', coco_options(tiny_coco, True))
+    assert re.search(r'Epoch\(train\)\s+\[1\]\[1/1\].*loss_rpn_cls: [\d.]+.*loss_mask: [\d.]+', log), log[-3000:]
+    losses(log)
+    assert re.search(r'Epoch\(val\) \[1\]\[2/2\]\s+coco/bbox_mAP: [\d.]+.*coco/segm_mAP: [\d.]+', log), log[-3000:]
+    assert (tmp_path / 'work' / 'epoch_1.pth').exists()
+
+
+def test_upernet_trains_and_validates(tmp_path, tiny_ade):
+    config = 'upernet_dynamixer-s_512x512_160k_ade20k.py'
+    cfg = load(config)
+    options = tiny_backbone_options() + [
+        'model.decode_head.in_channels=[32,32,32,32]', 'model.decode_head.channels=32',
+        'model.auxiliary_head.in_channels=32', 'model.auxiliary_head.channels=16',
+        'model.data_preprocessor.size=(64,64)',
+        pipeline_option(cfg, 'train_dataloader', 'RandomResize', 'scale', '(160,80)'),
+        pipeline_option(cfg, 'train_dataloader', 'RandomCrop', 'crop_size', '(64,64)'),
+        pipeline_option(cfg, 'val_dataloader', 'Resize', 'scale', '(160,100)'),
+        'train_dataloader.batch_size=2', 'val_dataloader.batch_size=1', 'randomness.seed=0',
+        'train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
+        'default_hooks.logger.interval=1']
+    for loader in ('train_dataloader', 'val_dataloader'):
+        options += [f'{loader}.dataset.data_root={tiny_ade}', f'{loader}.num_workers=0',
+                    f'{loader}.persistent_workers=False']
+    log = run_tool('train.py', config, tmp_path / 'work', options)
+    assert re.search(r'Iter\(train\) \[2/2\].*decode\.loss_ce: [\d.]+.*aux\.loss_ce: [\d.]+', log), log[-3000:]
+    assert len(losses(log)) == 2
+    assert re.search(r'Iter\(val\) \[2/2\]\s+aAcc: [\d.]+\s+mIoU: [\d.]+', log), log[-3000:]
+    assert (tmp_path / 'work' / 'iter_2.pth').exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# (c) odd sizes through the S backbone give maps at strides 7 and 14 (ceil division).
+
+
+@pytest.mark.parametrize('size', [(225, 333), (512, 512), (800, 1344)], ids=lambda s: f'{s[0]}x{s[1]}')
+def test_s_backbone_odd_sizes(size):
+    torch.manual_seed(0)
+    model = DynaMixerNet('s', num_classes=0, out_indices=(0, 1, 2, 3), final_norm=False).eval()
+    height, width = size
+    with torch.no_grad():
+        outs = model.forward_features(torch.randn(1, 3, height, width))
+    expected = [(1, 192, ceil_div(height, 7), ceil_div(width, 7))] + \
+        [(1, 384, ceil_div(height, 14), ceil_div(width, 14))] * 3
+    assert [tuple(o.shape) for o in outs] == expected
+    assert model.strides == [7, 14, 14, 14]
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+# --------------------------------------------------------------------------------------------------
+# (d) a neck whose in_channels disagree with the backbone fails with both lists named.
+
+
+def test_neck_in_channels_mismatch_names_both():
+    cfg = load('retinanet_dynamixer-s_fpn_1x_coco.py')
+    check_neck_in_channels(cfg)
+    cfg.model.neck.in_channels = [192, 192]
+    with pytest.raises(ValueError, match=re.escape('in_channels=[192, 192]')) as error:
+        check_neck_in_channels(cfg)
+    assert '[192, 384]' in str(error.value) and "arch='s'" in str(error.value)
+
+    # M reads stages 1 and 3: S's channels are wrong for it.
+    cfg = load('mask-rcnn_dynamixer-m_fpn_1x_coco.py')
+    cfg.model.neck.in_channels = [192, 384]
+    with pytest.raises(ValueError, match=r'in_channels=\[192, 384\].*channels \[256, 512\]'):
+        check_neck_in_channels(cfg)
+
+    # A --cfg-options style override of the arch and out_indices without the neck.
+    cfg = load('upernet_dynamixer-s_512x512_160k_ade20k.py')
+    cfg.merge_from_dict({'model.backbone.arch._delete_': True, **{f'model.backbone.arch.{k}': v
+                                                                  for k, v in TINY_ARCH.items()}})
+    with pytest.raises(ValueError, match=r'in_channels=\[192, 384\].*channels \[16, 32\]'):
+        check_neck_in_channels(cfg)
+    cfg.model.neck.in_channels = [16, 32]
+    check_neck_in_channels(cfg)
+    cfg.model.backbone.out_indices = (0, 1, 3)
+    with pytest.raises(ValueError, match=r'out_indices=\(0, 1, 3\).*channels \[16, 32, 32\]'):
+        check_neck_in_channels(cfg)
+
+    # Without a neck, mmseg's decode head reads the backbone through in_index.
+    cfg = Config(dict(model=dict(backbone=dict(type='mmpretrain.DynaMixer', arch='l', out_indices=(0, 3)),
+                                 decode_head=dict(type='FCNHead', in_channels=384, in_index=1))))
+    with pytest.raises(ValueError, match=r'in_channels=384.*channels \[256, 512\]\. Set in_channels=512'):
+        check_neck_in_channels(cfg)
+    # Other backbones are not checked.
+    check_neck_in_channels(Config(dict(model=dict(backbone=dict(type='ResNet'), neck=dict(in_channels=[1])))))
