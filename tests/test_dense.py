@@ -154,7 +154,7 @@ def _coco_split(root: Path, split: str, sizes, rng) -> None:
         image.save(folder / f'{image_id:04d}.jpg')
         images.append(dict(id=image_id, file_name=f'{image_id:04d}.jpg', height=h, width=w))
     (root / 'annotations').mkdir(exist_ok=True)
-    # COCO's names, so the datasets' 80-class metainfo picks these categories up.
+    # The configs' datasets select categories by name (metainfo.classes): two of COCO's.
     categories = [dict(id=1, name='person'), dict(id=3, name='car')]
     (root / 'annotations' / f'{split}.json').write_text(
         json.dumps(dict(images=images, annotations=annotations, categories=categories)))
@@ -221,7 +221,7 @@ def coco_options(root: Path, mask: bool):
     for loader, split in (('train_dataloader', 'train'), ('val_dataloader', 'val')):
         opts += [f'{loader}.dataset.data_root={root}', f'{loader}.dataset.ann_file=annotations/{split}.json',
                  f'{loader}.dataset.data_prefix.img=images/{split}/', f'{loader}.num_workers=0',
-                 f'{loader}.persistent_workers=False']
+                 f'{loader}.persistent_workers=False', f'{loader}.dataset.metainfo.classes=[person,car]']
     # Images of about 130 x 180 (odd sizes after the resize, e.g. 130 x 179).
     opts += [pipeline_option(cfg, 'train_dataloader', 'Resize', 'scale', '(180,130)'),
              pipeline_option(cfg, 'val_dataloader', 'Resize', 'scale', '(180,130)'),
@@ -233,10 +233,11 @@ def coco_options(root: Path, mask: bool):
                  'model.roi_head.bbox_roi_extractor.out_channels=32', 'model.roi_head.bbox_head.in_channels=32',
                  'model.roi_head.bbox_head.fc_out_channels=64', 'model.roi_head.mask_roi_extractor.out_channels=32',
                  'model.roi_head.mask_head.in_channels=32', 'model.roi_head.mask_head.conv_out_channels=32',
-                 'model.roi_head.mask_head.num_convs=1', 'model.test_cfg.rcnn.score_thr=0.0']
+                 'model.roi_head.mask_head.num_convs=1', 'model.roi_head.bbox_head.num_classes=2',
+                 'model.roi_head.mask_head.num_classes=2', 'model.test_cfg.rcnn.score_thr=0.0']
     else:
         opts += ['model.bbox_head.in_channels=32', 'model.bbox_head.feat_channels=32',
-                 'model.bbox_head.stacked_convs=1', 'model.test_cfg.score_thr=0.0']
+                 'model.bbox_head.stacked_convs=1', 'model.bbox_head.num_classes=2', 'model.test_cfg.score_thr=0.0']
     return opts
 
 
@@ -247,19 +248,31 @@ def losses(log: str, key: str = 'loss'):
     return values
 
 
-def test_retinanet_trains_validates_and_tests(tmp_path, tiny_coco):
-    config = 'retinanet_dynamixer-s_fpn_1x_coco.py'
+RETINANET = 'retinanet_dynamixer-s_fpn_1x_coco.py'
+
+
+@pytest.fixture(scope='module')
+def retinanet_run(tmp_path_factory, tiny_coco):
+    """One epoch (one iteration) of RetinaNet training with validation: (log, work dir, options)."""
+    work = tmp_path_factory.mktemp('retinanet') / 'work'
     options = coco_options(tiny_coco, mask=False)
-    log = run_tool('train.py', config, tmp_path / 'work', options)
+    return run_tool('train.py', RETINANET, work, options), work, options
+
+
+def test_retinanet_trains_and_validates(retinanet_run):
+    log, work, _ = retinanet_run
     assert re.search(r'Epoch\(train\)\s+\[1\]\[1/1\].*loss_cls: [\d.]+\s+loss_bbox: [\d.]+', log), log[-3000:]
     losses(log)
     assert re.search(r'Epoch\(val\) \[1\]\[2/2\]\s+coco/bbox_mAP: [\d.]+', log), log[-3000:]
-    assert (tmp_path / 'work' / 'epoch_1.pth').exists()
-    # The same checkpoint through tools/test.py.
-    test_options = [o for o in options if o.startswith(('model.', 'val_'))]
-    test_options = [o.replace('val_dataloader', 'test_dataloader').replace('val_evaluator', 'test_evaluator')
-                    for o in test_options]
-    log = run_tool('test.py', config, tmp_path / 'test', test_options, extra=[str(tmp_path / 'work' / 'epoch_1.pth')])
+    assert (work / 'epoch_1.pth').exists()
+
+
+def test_retinanet_checkpoint_through_test_py(retinanet_run, tmp_path):
+    """tools/test.py evaluates the checkpoint tools/train.py wrote (an mmengine checkpoint with its message hub)."""
+    _, work, options = retinanet_run
+    options = [o.replace('val_dataloader', 'test_dataloader').replace('val_evaluator', 'test_evaluator')
+               for o in options if o.startswith(('model.', 'val_'))]
+    log = run_tool('test.py', RETINANET, tmp_path / 'test', options, extra=[str(work / 'epoch_1.pth')])
     assert re.search(r'Epoch\(test\) \[2/2\]\s+coco/bbox_mAP: [\d.]+', log), log[-3000:]
 
 
