@@ -3,6 +3,7 @@
 Each fix is applied at the narrowest point that works, by :func:`prepare_runtime`, which the
 tools call before building the Runner.
 """
+import pickle
 import warnings
 
 import torch
@@ -10,17 +11,31 @@ import torch.distributed as dist
 from mmengine.config import Config
 
 
+def _history_buffer_statistic(owner, name: str):
+    """Stands in for ``getattr`` while unpickling: resolves only HistoryBuffer's statistic methods."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+        return getattr(owner, name)
+    raise pickle.UnpicklingError(f'weights-only load: refusing getattr({owner!r}, {name!r}); only '
+                                 f'HistoryBuffer statistics are allowed')
+
+
 def allow_mmengine_checkpoint_types() -> None:
-    """torch >= 2.6 loads checkpoints weights-only by default, and mmengine 0.10.7's resume calls
-    ``torch.load`` without ``weights_only``: its checkpoints hold a ``MessageHub`` state with
-    ``HistoryBuffer`` objects and numpy arrays and scalars, which the weights-only unpickler refuses.
-    Allow-list exactly those types instead of turning weights-only off for every load."""
+    """torch >= 2.6 loads checkpoints weights-only by default, and mmengine 0.10.7 calls ``torch.load``
+    without ``weights_only``: its checkpoints hold a ``MessageHub`` state with ``HistoryBuffer`` objects
+    (which pickle their statistic methods through ``getattr``) and numpy arrays and scalars, which the
+    weights-only unpickler refuses, so resume and ``load_from`` fail. Allow-list exactly those types,
+    and ``getattr`` restricted to HistoryBuffer's methods, instead of turning weights-only off."""
     import numpy as np
     from mmengine.logging.history_buffer import HistoryBuffer
 
-    safe = [HistoryBuffer, np.ndarray, np.dtype, np.core.multiarray._reconstruct, np.core.multiarray.scalar]
-    safe += [type(np.dtype(name)) for name in ('float64', 'float32', 'float16', 'int64', 'int32', 'bool')]
-    torch.serialization.add_safe_globals(safe)
+    HistoryBuffer()  # registers the default statistics
+    torch.serialization.add_safe_globals([
+        HistoryBuffer, np.ndarray, np.dtype, np.core.multiarray._reconstruct, np.core.multiarray.scalar,
+        (_history_buffer_statistic, 'builtins.getattr'),
+        *{type(np.dtype(code)) for code in np.typecodes['All']},  # numpy's per-dtype classes
+    ])
 
 
 def init_cpu_distributed(cfg: Config) -> None:

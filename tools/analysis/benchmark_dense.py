@@ -5,9 +5,10 @@
 
 Prints a markdown table: milliseconds per forward (median of --repeat after --warmup), peak memory of
 the forward, and both per megapixel. With each DynaMixer operation running over windows of its L
-tokens, the cost per pixel is constant (up to the padding of each axis to a multiple of L, shown in
-the "window padding" column), so ms / MP stays flat as the image grows; the least-squares line of
-time against megapixels is printed below the table.
+tokens, the cost per pixel is constant up to the padding of each axis to a multiple of L (the
+"window padding" column: token-mixing work with padded windows over that without, at the first and
+the last stage), so ms / MP stays flat as the image grows; the least-squares line of time against
+megapixels is printed below the table.
 
 Memory: on CUDA, ``torch.cuda.max_memory_allocated`` during the forward minus what was allocated
 before it. On CPU, tracemalloc does not see torch's allocator, so each size runs in a fresh process
@@ -101,11 +102,19 @@ def measure(model: DynaMixerNet, size, args) -> dict:
     return dict(height=height, width=width, ms=times[len(times) // 2], peak_mib=peak_mib)
 
 
-def window_padding(arch: dict, height: int, width: int) -> float:
-    """Padded / real tokens of the first stage's windows (each axis padded to a multiple of L)."""
-    seq_len = arch['resolutions'][0]
-    h, w = math.ceil(height / PATCH_SIZE), math.ceil(width / PATCH_SIZE)
-    return (math.ceil(h / seq_len) * seq_len * math.ceil(w / seq_len) * seq_len) / (h * w)
+def window_padding(arch: dict, height: int, width: int) -> str:
+    """Token-mixing work with padded windows over that without, at stride 7 and at stride 14.
+
+    A row (column) mixing pads its axis to a multiple of the stage's L; averaged over both directions.
+    """
+    values = []
+    for stage in (0, len(arch['layers']) - 1):
+        stride = PATCH_SIZE * 2 ** sum(arch['transitions'][:stage])
+        seq_len = arch['resolutions'][stage]
+        h, w = math.ceil(height / stride), math.ceil(width / stride)
+        hp, wp = math.ceil(h / seq_len) * seq_len, math.ceil(w / seq_len) * seq_len
+        values.append((hp * w + h * wp) / (2 * h * w))
+    return ' / '.join(f'{v:.2f}' for v in values)
 
 
 def run_child(args) -> None:
@@ -170,7 +179,7 @@ def main(argv=None):
         mp = args.batch * h * w / 1e6
         megapixels.append(mp)
         maps = (f'{math.ceil(h / 7)}x{math.ceil(w / 7)} / {math.ceil(h / 14)}x{math.ceil(w / 14)}')
-        print(f'| {h} x {w} | {mp:.3f} | {maps} | {window_padding(arch, h, w):.2f} | {row["ms"]:.1f} '
+        print(f'| {h} x {w} | {mp:.3f} | {maps} | {window_padding(arch, h, w)} | {row["ms"]:.1f} '
               f'| {row["ms"] / mp:.1f} | {row["peak_mib"]:.0f} | {row["peak_mib"] / mp:.0f} |')
     slope, intercept, r2 = fit_line(megapixels, [row['ms'] for row in rows])
     print(f'\nLeast squares over the sizes: ms = {slope:.1f} x MP {intercept:+.1f}, R^2 = {r2:.4f}')
