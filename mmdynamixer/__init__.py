@@ -11,8 +11,9 @@ from .models import DynaMixerNet, arch_zoo
 __version__ = '0.1.0'
 __all__ = ['DynaMixerNet', 'arch_zoo']
 
+if find_spec('mmengine') is not None:
+    from . import engine  # noqa: F401  (registers TimmCosineLR and FiniteLossHook)
 if find_spec('mmpretrain') is not None:
-    from . import engine  # noqa: F401  (registers TimmCosineLR)
     from .mmpretrain_backbone import DynaMixer  # noqa: F401
     __all__.append('DynaMixer')
 if find_spec('timm') is not None:

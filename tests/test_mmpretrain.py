@@ -56,6 +56,7 @@ def test_recipe(arch, repo):
     assert cfg.optim_wrapper.optimizer == dict(type='AdamW', lr=2e-3, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999))
     assert cfg.train_cfg.max_epochs == 310
     assert cfg.custom_hooks[0].type == 'EMAHook' and cfg.custom_hooks[0].momentum == pytest.approx(1 - 0.99996)
+    assert cfg.custom_hooks[1].type == 'FiniteLossHook'
     test_resize = [t for t in cfg.test_dataloader.dataset.pipeline if t['type'] == 'ResizeEdge'][0]
     assert test_resize['scale'] == resize and test_resize['interpolation'] == 'bicubic'
     assert cfg.model.head.loss == dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')

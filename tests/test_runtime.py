@@ -7,6 +7,7 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import HistoryBuffer, MessageHub
 
+from mmdynamixer.engine import FiniteLossHook
 from mmdynamixer.engine.runtime import allow_mmengine_checkpoint_types, amp_off_without_cuda
 
 
@@ -44,3 +45,12 @@ def test_amp_becomes_float32_without_cuda():
     with pytest.warns(UserWarning, match='needs CUDA'):
         amp_off_without_cuda(cfg)
     assert cfg.optim_wrapper == dict(type='OptimWrapper', optimizer=dict(type='AdamW'))
+
+
+def test_non_finite_loss_stops_with_iteration_and_terms():
+    from types import SimpleNamespace
+    hook, runner = FiniteLossHook(), SimpleNamespace(iter=41, epoch=2)
+    hook.after_train_iter(runner, 5, outputs={'loss': torch.tensor(1.5), 'loss_cls': torch.tensor(1.5)})
+    outputs = {'loss': torch.tensor(float('nan')), 'loss_cls': torch.tensor(float('inf')), 'accuracy': torch.tensor(0.)}
+    with pytest.raises(FloatingPointError, match=r'iteration 42 \(epoch 3, batch 5\): loss=nan, loss_cls=inf\.'):
+        hook.after_train_iter(runner, 5, outputs=outputs)

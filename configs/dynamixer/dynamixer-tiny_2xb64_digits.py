@@ -79,5 +79,8 @@ param_scheduler = [
          by_epoch=True, begin=0, end=100),
 ]
 train_cfg = dict(max_epochs=100, val_interval=10)
-custom_hooks = [dict(type='EMAHook', momentum=0.02, update_buffers=True, priority='ABOVE_NORMAL')]
+custom_hooks = [
+    dict(type='EMAHook', momentum=0.02, update_buffers=True, priority='ABOVE_NORMAL'),
+    dict(type='FiniteLossHook'),
+]
 default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=5, max_keep_ckpts=2))

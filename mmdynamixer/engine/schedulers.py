@@ -3,7 +3,7 @@ import math
 
 from mmengine.optim.scheduler.lr_scheduler import LRSchedulerMixin
 from mmengine.optim.scheduler.param_scheduler import _ParamScheduler
-from mmpretrain.registry import PARAM_SCHEDULERS
+from mmengine.registry import PARAM_SCHEDULERS
 
 
 class TimmCosineParamScheduler(_ParamScheduler):
