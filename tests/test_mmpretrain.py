@@ -119,3 +119,43 @@ def test_frozen_stages():
     assert not backbone.network[2].training and backbone.network[3].training
     with pytest.raises(ValueError, match=r'frozen_stages=5 is out of range: allowed -1 .* to 4'):
         MODELS.build(dict(type='DynaMixer', arch=TINY_ARCH, frozen_stages=5))
+
+
+@pytest.fixture(scope='module')
+def imagenet_1k_classes(tmp_path_factory):
+    """data/imagenet in the folder layout: 1000 wnid folders with one small image each, per split."""
+    import numpy as np
+    from PIL import Image
+    root = tmp_path_factory.mktemp('imagenet1k')
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    for split in ('train', 'val'):
+        for c in range(1000):
+            folder = root / split / f'n{c:08d}'
+            folder.mkdir(parents=True)
+            image.save(folder / f'{c}.JPEG')
+    return root
+
+
+@pytest.mark.parametrize('layout', ['folders', 'annotation files'])
+def test_recipe_pipelines_run_on_imagenet_layouts(imagenet_1k_classes, repo, layout):
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import DATASETS
+    root = imagenet_1k_classes
+    if layout == 'annotation files':
+        root = root.parent / 'imagenet1k_ann'
+        if not root.exists():
+            root.mkdir()
+            (root / 'meta').mkdir()
+            for split in ('train', 'val'):
+                (root / split).symlink_to(imagenet_1k_classes / split)
+                # mmpretrain's annotation files: a sample list, one "path label" per line.
+                lines = [f'n{c:08d}/{c}.JPEG {c}' for c in range(0, 1000, 7)]
+                (root / 'meta' / f'{split}.txt').write_text('\n'.join(lines) + '\n')
+    cfg = Config.fromfile(repo / 'configs/dynamixer/dynamixer-s_8xb256_in1k.py')
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        for loader in (cfg.train_dataloader, cfg.val_dataloader):
+            dataset = DATASETS.build(dict(loader.dataset, data_root=str(root)))
+            assert len(dataset) == (1000 if layout == 'folders' else 143)
+            sample = dataset[5]
+            assert tuple(sample['inputs'].shape) == (3, 224, 224)
+            assert sample['data_samples'].gt_label.item() == (5 if layout == 'folders' else 35)
