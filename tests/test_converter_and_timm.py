@@ -9,6 +9,7 @@ from mmengine.config import Config
 from mmdynamixer.converters import release_to_mmpretrain
 from mmdynamixer.models import arch_zoo
 from release_reference import RefDynaMixer
+from test_mmpretrain import build_model
 from test_model import TINY_ARCH, perturbed
 
 CONVERTER = 'tools/model_converters/dynamixer_to_mmpretrain.py'
@@ -24,12 +25,11 @@ def release_checkpoint(path, arch=TINY_ARCH, num_classes=10):
 
 
 def build_classifier(repo, checkpoint, num_classes=10):
-    from mmpretrain.registry import MODELS
     cfg = Config.fromfile(repo / 'configs/dynamixer/dynamixer-s_8xb256_in1k.py')
     cfg.model.backbone.arch = TINY_ARCH
     cfg.model.head.update(num_classes=num_classes, in_channels=32)
     cfg.model.init_cfg = dict(type='Pretrained', checkpoint=str(checkpoint))
-    model = MODELS.build(cfg.model)
+    model = build_model(cfg.model)
     model.init_weights()
     return model.eval()
 

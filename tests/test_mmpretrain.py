@@ -80,7 +80,7 @@ def test_no_weight_decay_on_norms_and_biases(repo):
 def test_lr_schedule_equals_timm_cosine(repo):
     """The release steps timm's CosineLRScheduler per epoch; our mmengine scheduler must give the same LRs."""
     from mmengine.optim import OptimWrapper
-    from mmpretrain.registry import PARAM_SCHEDULERS
+    from mmengine.registry import PARAM_SCHEDULERS
     from timm.scheduler import CosineLRScheduler
     import mmdynamixer  # noqa: F401
 
@@ -109,16 +109,15 @@ def test_params_and_flops_match_release(arch, repo):
 
 
 def test_frozen_stages():
-    from mmpretrain.registry import MODELS
-    backbone = MODELS.build(dict(type='DynaMixer', arch=TINY_ARCH, out_indices=(0, 1, 2, 3), final_norm=False,
-                                 frozen_stages=2)).train()
+    backbone = build_model(dict(type='DynaMixer', arch=TINY_ARCH, out_indices=(0, 1, 2, 3), final_norm=False,
+                                frozen_stages=2)).train()
     frozen = {n for n, p in backbone.named_parameters() if not p.requires_grad}
     assert frozen == {n for n, _ in backbone.named_parameters()
                       if n.split('.')[0] in ('patch_embed', 'norm0', 'norm1') or n.split('.')[:2] in (
                           ['network', '0'], ['network', '1'], ['network', '2'])}
     assert not backbone.network[2].training and backbone.network[3].training
     with pytest.raises(ValueError, match=r'frozen_stages=5 is out of range: allowed -1 .* to 4'):
-        MODELS.build(dict(type='DynaMixer', arch=TINY_ARCH, frozen_stages=5))
+        build_model(dict(type='DynaMixer', arch=TINY_ARCH, frozen_stages=5))
 
 
 @pytest.fixture(scope='module')
