@@ -7,7 +7,7 @@ with both channel lists in the message. Needs only PyTorch (no toolbox imports).
 """
 from typing import List, Mapping, Optional, Sequence, Tuple
 
-from .models.dynamixer import PATCH_SIZE, DynaMixerNet, resolve_arch
+from .models.dynamixer import DynaMixerNet, resolve_arch, stage_strides
 
 __all__ = ['backbone_out_channels', 'backbone_out_strides', 'check_neck_in_channels', 'is_dynamixer_backbone']
 
@@ -38,11 +38,7 @@ def backbone_out_channels(backbone_cfg: Mapping) -> List[int]:
 def backbone_out_strides(backbone_cfg: Mapping) -> List[int]:
     """Strides (in pixels) of the maps a DynaMixer backbone config returns: 7, then x2 after each transition."""
     arch, indices = _arch_and_indices(backbone_cfg)
-    strides, stride = [], PATCH_SIZE
-    for i in range(len(arch['layers'])):
-        if i > 0 and arch['transitions'][i - 1]:
-            stride *= 2
-        strides.append(stride)
+    strides = stage_strides(arch)
     return [strides[i] for i in indices]
 
 

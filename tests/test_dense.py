@@ -29,6 +29,16 @@ TINY_ARCH = dict(layers=[1, 1, 1, 1], embed_dims=[16, 32, 32, 32], resolutions=[
 DENSE_OUTPUTS = {'s': ((0, 3), [192, 384]), 'm': ((1, 3), [256, 512]), 'l': ((0, 3), [256, 512])}
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One torch thread, as the tool subprocesses run (OMP_NUM_THREADS=1): on a busy 2-core machine two
+    OpenMP threads wait at every op for a descheduled sibling, which made forwards up to 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -131,6 +141,31 @@ def test_config_builds_with_real_strides(name):
         == 0.05
 
 
+@pytest.mark.parametrize('name', ['mask-rcnn_dynamixer-s_fpn_1x_coco.py', 'fpn_dynamixer-s_512x512_40k_ade20k.py'])
+def test_pretrained_classifier_loads_into_dense_backbone(name, tmp_path):
+    """The configs' init_cfg (Pretrained, prefix 'backbone.') loads a converted classifier checkpoint: every
+    backbone tensor comes from it except the new output norms."""
+    from mmdynamixer.converters import release_to_mmpretrain
+    torch.manual_seed(0)
+    release = DynaMixerNet(TINY_ARCH, num_classes=10).state_dict()
+    checkpoint = tmp_path / 'dynamixer-tiny_in1k.pth'
+    torch.save(dict(state_dict=release_to_mmpretrain(release)), checkpoint)
+
+    cfg = load(name)
+    cfg.merge_from_dict({'model.backbone.arch._delete_': True, 'model.neck.in_channels': [16, 32],
+                         'model.backbone.init_cfg.checkpoint': str(checkpoint),
+                         **{f'model.backbone.arch.{k}': v for k, v in TINY_ARCH.items()}})
+    init_cfg = cfg.model.backbone.init_cfg
+    model = build(cfg)  # (drops init_cfg)
+    model.backbone.init_cfg = init_cfg
+    model.init_weights()
+    loaded = model.backbone.state_dict()
+    assert set(loaded) - set(release) == {'norm0.weight', 'norm0.bias', 'norm3.weight', 'norm3.bias'}
+    assert set(release) - set(loaded) == {'norm.weight', 'norm.bias', 'head.weight', 'head.bias'}
+    for key in set(loaded) & set(release):
+        torch.testing.assert_close(loaded[key], release[key], rtol=0, atol=0, msg=key)
+
+
 # --------------------------------------------------------------------------------------------------
 # (b) a real training iteration and a validation pass through tools/train.py.
 
@@ -191,13 +226,12 @@ def tiny_ade(tmp_path_factory) -> Path:
     return root
 
 
-def tiny_backbone_options(neck_in=True):
+def tiny_backbone_options():
+    """--cfg-options: TINY_ARCH without pretrained weights, and a 32-channel FPN over its 16/32-channel maps."""
     opts = ['model.backbone.arch._delete_=True', 'model.backbone.init_cfg=None', 'model.backbone.drop_path_rate=0.1']
-    opts += [f'model.backbone.arch.{key}={json.dumps(value).replace(" ", "").replace("true", "True").replace("false", "False")}'
-             for key, value in TINY_ARCH.items()]
-    if neck_in:
-        opts += ['model.neck.in_channels=[16,32]', 'model.neck.out_channels=32']
-    return opts
+    # --cfg-options lists: [1,1,1,1], [True,False,False,False].
+    opts += [f'model.backbone.arch.{key}=[{",".join(str(v) for v in value)}]' for key, value in TINY_ARCH.items()]
+    return opts + ['model.neck.in_channels=[16,32]', 'model.neck.out_channels=32']
 
 
 def run_tool(script: str, config: str, work: Path, options, extra=()):
@@ -362,3 +396,14 @@ def test_neck_in_channels_mismatch_names_both():
         check_neck_in_channels(cfg)
     # Other backbones are not checked.
     check_neck_in_channels(Config(dict(model=dict(backbone=dict(type='ResNet'), neck=dict(in_channels=[1])))))
+
+
+def test_train_py_refuses_neck_mismatch_before_building(tmp_path):
+    """The tools check the merged config: the error comes first, not from inside the first forward."""
+    run = subprocess.run([sys.executable, 'tools/train.py', 'configs/dynamixer/retinanet_dynamixer-s_fpn_1x_coco.py',
+                          '--work-dir', str(tmp_path), '--cfg-options', 'model.neck.in_channels=[192,192]'],
+                         cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert ("model.neck (FPN) has in_channels=[192, 192], but the backbone DynaMixer arch='s' out_indices=(0, 3) "
+            'returns maps with channels [192, 384]') in run.stderr
+    assert not list(tmp_path.glob('*/vis_data'))  # no Runner was built

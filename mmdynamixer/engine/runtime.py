@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config
 
+from ..dense import check_neck_in_channels
+
 
 def _history_buffer_statistic(owner, name: str):
     """Stands in for ``getattr`` while unpickling: resolves only HistoryBuffer's statistic methods."""
@@ -65,6 +67,7 @@ def amp_off_without_cuda(cfg: Config) -> None:
 def prepare_runtime(cfg: Config, launcher: str) -> None:
     """Apply the fixes a Runner built from ``cfg`` with ``launcher`` needs on this machine."""
     allow_mmengine_checkpoint_types()
+    check_neck_in_channels(cfg)  # before the Runner: a mismatch would otherwise fail in the first forward
     amp_off_without_cuda(cfg)
     if launcher != 'none' and not torch.cuda.is_available():
         if launcher == 'pytorch':

@@ -4,7 +4,7 @@
 ``proj`` conv, in order), ``norm`` and ``head`` are the release's names, so release checkpoints load
 unchanged into the classifier, and the mmpretrain backbone differs from it only by prefixes.
 """
-from typing import Dict, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,16 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
             raise ValueError(f'DynaMixer arch dict: stage {i} num_segments={segments} does not divide '
                              f'embed_dims={dim}')
     return {k: list(arch[k]) for k in ARCH_KEYS}
+
+
+def stage_strides(arch: dict) -> List[int]:
+    """Stride in pixels of each stage's map: 7, doubled after each stride-2 transition."""
+    strides, stride = [], PATCH_SIZE
+    for i in range(len(arch['layers'])):
+        if i > 0 and arch['transitions'][i - 1]:
+            stride *= 2
+        strides.append(stride)
+    return strides
 
 
 class PatchEmbed(nn.Module):
@@ -126,13 +136,10 @@ class DynaMixerNet(nn.Module):
         layer_index = 0
         network = []
         self.stage_positions = []  # index in ``network`` of each built stage
-        self.strides = []
-        stride = PATCH_SIZE
+        self.strides = stage_strides(self.arch)[:last_stage + 1]
         for i in range(last_stage + 1):
             if i > 0 and (self.arch['transitions'][i - 1] or dims[i - 1] != dims[i]):
-                step = 2 if self.arch['transitions'][i - 1] else 1
-                network.append(Transition(dims[i - 1], dims[i], step))
-                stride *= step
+                network.append(Transition(dims[i - 1], dims[i], 2 if self.arch['transitions'][i - 1] else 1))
             layers = []
             for _ in range(self.arch['layers'][i]):
                 rate = drop_path_rate * layer_index / max(total_layers - 1, 1)
@@ -142,7 +149,6 @@ class DynaMixerNet(nn.Module):
                 layer_index += 1
             self.stage_positions.append(len(network))
             network.append(nn.Sequential(*layers))
-            self.strides.append(stride)
         self.network = nn.ModuleList(network)
 
         for i in self.out_indices:

@@ -3,9 +3,9 @@
     python tools/analysis/benchmark_dense.py --arch s                    # 512x512, 800x1333 and a sweep
     python tools/analysis/benchmark_dense.py --arch l --sizes 512x512 800x1333 --device cuda --batch 2
 
-Prints a markdown table: milliseconds per forward (median of --repeat after --warmup), peak memory of
-the forward, and both per megapixel. With each DynaMixer operation running over windows of its L
-tokens, the cost per pixel is constant up to the padding of each axis to a multiple of L (the
+Prints a markdown table: milliseconds per forward (fastest and median of --repeat after --warmup),
+peak memory of the forward, and both per megapixel. With each DynaMixer operation running over
+windows of its L tokens, the cost per pixel is constant up to the padding of each axis to a multiple of L (the
 "window padding" column: token-mixing work with padded windows over that without, at the first and
 the last stage), so ms / MP stays flat as the image grows; the least-squares line of time against
 megapixels is printed below the table.
@@ -15,6 +15,10 @@ before it. On CPU, tracemalloc does not see torch's allocator, so each size runs
 and the peak resident set (``ru_maxrss``) is compared with the resident set after the model was built.
 Only the backbone runs (no neck or head), in inference mode, as the dense configs build it
 (``final_norm=False``, ``out_indices`` of the stride-7 and stride-14 outputs).
+
+On a CPU that other processes are using, pass ``--threads`` below the number of idle cores (e.g.
+``--threads 1``): torch's OpenMP threads wait at every op for a descheduled sibling, which made
+2-thread forwards up to 10x slower (and erratic) on a busy 2-core machine.
 """
 import argparse
 import gc
@@ -52,7 +56,7 @@ def parse_args(argv=None):
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--warmup', type=int, default=1, help='untimed forwards per size')
-    parser.add_argument('--repeat', type=int, default=3, help='timed forwards per size (median reported)')
+    parser.add_argument('--repeat', type=int, default=3, help='timed forwards per size (fastest and median reported)')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
     parser.add_argument('--child', type=parse_size, help=argparse.SUPPRESS)  # one CPU measurement
     return parser.parse_args(argv)
@@ -70,7 +74,7 @@ def rss_kib() -> int:
 
 
 def measure(model: DynaMixerNet, size, args) -> dict:
-    """Median forward time (ms) and peak forward memory (MiB) for one input size."""
+    """Fastest and median forward time (ms) and peak forward memory (MiB) for one input size."""
     height, width = size
     device = torch.device(args.device)
     x = torch.randn(args.batch, 3, height, width, device=device)
@@ -99,7 +103,7 @@ def measure(model: DynaMixerNet, size, args) -> dict:
         else:
             peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
     times.sort()
-    return dict(height=height, width=width, ms=times[len(times) // 2], peak_mib=peak_mib)
+    return dict(height=height, width=width, ms_min=times[0], ms_median=times[len(times) // 2], peak_mib=peak_mib)
 
 
 def window_padding(arch: dict, height: int, width: int) -> str:
@@ -168,21 +172,24 @@ def main(argv=None):
         device = f'CPU, {args.threads or torch.get_num_threads()} threads'
         memory = 'peak RSS of the forward over the process after building the model'
     print(f'DynaMixer-{args.arch.upper()} backbone (out_indices {DENSE_OUT_INDICES[args.arch]}, strides 7 and 14), '
-          f'batch {args.batch}, {device}, torch {torch.__version__}; median of {args.repeat} after {args.warmup} '
-          f'warm-up; memory: {memory}.\n')
-    print('| input (H x W) | megapixels | stride-7 / stride-14 maps | window padding | ms | ms / MP | peak MiB '
-          '| MiB / MP |')
-    print('|---|---:|---|---:|---:|---:|---:|---:|')
+          f'batch {args.batch}, {device}, torch {torch.__version__}; fastest and median of {args.repeat} forwards '
+          f'after {args.warmup} warm-up (ms / MP from the fastest: the least disturbed by other load); '
+          f'memory: {memory}.\n')
+    print('| input (H x W) | megapixels | stride-7 / stride-14 maps | window padding | ms (min) | ms (median) '
+          '| ms / MP (min) | peak MiB | MiB / MP |')
+    print('|---|---:|---|---:|---:|---:|---:|---:|---:|')
     megapixels = []
     for row in rows:
         h, w = row['height'], row['width']
         mp = args.batch * h * w / 1e6
         megapixels.append(mp)
         maps = (f'{math.ceil(h / 7)}x{math.ceil(w / 7)} / {math.ceil(h / 14)}x{math.ceil(w / 14)}')
-        print(f'| {h} x {w} | {mp:.3f} | {maps} | {window_padding(arch, h, w)} | {row["ms"]:.1f} '
-              f'| {row["ms"] / mp:.1f} | {row["peak_mib"]:.0f} | {row["peak_mib"] / mp:.0f} |')
-    slope, intercept, r2 = fit_line(megapixels, [row['ms'] for row in rows])
-    print(f'\nLeast squares over the sizes: ms = {slope:.1f} x MP {intercept:+.1f}, R^2 = {r2:.4f}')
+        print(f'| {h} x {w} | {mp:.3f} | {maps} | {window_padding(arch, h, w)} | {row["ms_min"]:.1f} '
+              f'| {row["ms_median"]:.1f} | {row["ms_min"] / mp:.1f} | {row["peak_mib"]:.0f} '
+              f'| {row["peak_mib"] / mp:.0f} |')
+    slope, intercept, r2 = fit_line(megapixels, [row['ms_min'] for row in rows])
+    print(f'\nLeast squares of the fastest times over the sizes: ms = {slope:.1f} x MP {intercept:+.1f}, '
+          f'R^2 = {r2:.4f}')
 
 
 if __name__ == '__main__':
