@@ -25,6 +25,7 @@ setup(
             'ftfy',
             'regex',
         ],
-        'tests': ['pytest>=7', 'scikit-learn>=1.3'],
+        'demo': ['scikit-learn>=1.3'],
+        'tests': ['pytest>=7'],
     },
 )

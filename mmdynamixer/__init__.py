@@ -12,7 +12,9 @@ __version__ = '0.1.0'
 __all__ = ['DynaMixerNet', 'arch_zoo']
 
 if find_spec('mmengine') is not None:
-    from . import engine  # noqa: F401  (registers TimmCosineLR and FiniteLossHook)
+    from . import engine  # registers TimmCosineLR and FiniteLossHook
+    # mmengine checkpoints load weights-only wherever mmdynamixer is imported (custom_imports too).
+    engine.runtime.allow_mmengine_checkpoint_types()
 if find_spec('mmpretrain') is not None:
     from .mmpretrain_backbone import DynaMixer  # noqa: F401
     __all__.append('DynaMixer')

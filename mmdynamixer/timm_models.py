@@ -8,7 +8,7 @@ mmpretrain checkpoint of this project, mapped back by :func:`checkpoint_filter_f
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from .converters import mmpretrain_to_release
+from .converters import mmpretrain_to_release, release_state_dict
 from .models.dynamixer import DynaMixerNet
 
 
@@ -16,7 +16,7 @@ def checkpoint_filter_fn(state_dict: dict, model: DynaMixerNet) -> dict:
     """Map a release or mmpretrain state dict onto the timm model's keys."""
     if any(key.startswith('backbone.') for key in state_dict):
         return mmpretrain_to_release(state_dict)
-    return {key[len('module.'):] if key.startswith('module.') else key: value for key, value in state_dict.items()}
+    return release_state_dict(state_dict)
 
 
 def _cfg(crop_pct: float) -> dict:

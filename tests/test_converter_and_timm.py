@@ -1,4 +1,5 @@
 """Release checkpoints: conversion to mmpretrain (CLI round trip) and direct loading into timm."""
+import argparse
 import subprocess
 import sys
 
@@ -18,7 +19,9 @@ CONVERTER = 'tools/model_converters/dynamixer_to_mmpretrain.py'
 def release_checkpoint(path, arch=TINY_ARCH, num_classes=10):
     """A checkpoint as the release's timm train.py writes it: DDP ``module.`` keys, weights and EMA differ."""
     model, ema = perturbed(RefDynaMixer(arch, num_classes), 0), perturbed(RefDynaMixer(arch, num_classes), 1)
-    torch.save(dict(epoch=3, arch='dynamixer_s',
+    optimizer = torch.optim.AdamW(model.parameters())
+    torch.save(dict(epoch=3, arch='dynamixer_s', args=argparse.Namespace(model='dynamixer_s', lr=2e-3),
+                    optimizer=optimizer.state_dict(),
                     state_dict={f'module.{k}': v for k, v in model.state_dict().items()},
                     state_dict_ema=ema.state_dict()), path)
     return model, ema
@@ -67,9 +70,12 @@ def test_converter_rejects_other_models(tmp_path, repo):
 @pytest.mark.parametrize('arch', ['s', 'm', 'l'])
 def test_timm_models_match_release(arch):
     import timm
-    model = timm.create_model(f'dynamixer_{arch}')
-    reference = RefDynaMixer(arch_zoo[arch])
+    model = perturbed(timm.create_model(f'dynamixer_{arch}'))
+    reference = RefDynaMixer(arch_zoo[arch]).eval()
     reference.load_state_dict(model.state_dict())
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), atol=1e-4, rtol=1e-4)
     assert model.pretrained_cfg['crop_pct'] == (0.875 if arch == 'l' else 0.9)
 
 

@@ -16,15 +16,13 @@ from mmengine.config import Config
 from conftest import REPO, run_env
 from mmdynamixer.dense import backbone_out_channels, backbone_out_strides, check_neck_in_channels
 from mmdynamixer.models import DynaMixerNet
+from test_model import TINY_ARCH
 
 CONFIG_DIR = REPO / 'configs' / 'dynamixer'
 DET_CONFIGS = [f'{det}_dynamixer-{a}_fpn_1x_coco.py' for det in ('retinanet', 'mask-rcnn') for a in 'sml']
 SEG_CONFIGS = [f'{seg}_dynamixer-{a}_512x512_{it}_ade20k.py' for seg, it in (('upernet', '160k'), ('fpn', '40k'))
                for a in 'sml']
 # The S layout (transition after stage 0: strides 7, 14, 14, 14) at a few CPU seconds.
-TINY_ARCH = dict(layers=[1, 1, 1, 1], embed_dims=[16, 32, 32, 32], resolutions=[8, 4, 4, 4],
-                 num_segments=[2, 4, 4, 4], reduced_dims=[2, 2, 2, 2], transitions=[True, False, False, False],
-                 mlp_ratios=[3, 3, 3, 3])
 # The stage each dense config reads at stride 7 and at stride 14, and those stages' channels.
 DENSE_OUTPUTS = {'s': ((0, 3), [192, 384]), 'm': ((1, 3), [256, 512]), 'l': ((0, 3), [256, 512])}
 

@@ -25,7 +25,7 @@ rm -f "$STAMP"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 pin() { grep -E "^$1==" "$CONSTRAINTS" | cut -d= -f3; }
 
-"${PIP[@]}" install -q -c "$CONSTRAINTS" pip setuptools wheel ninja
+"${PIP[@]}" install -q -c "$CONSTRAINTS" setuptools wheel ninja
 log "installing torch, torchvision, numpy, opencv"
 "${PIP[@]}" install -q -c "$CONSTRAINTS" torch torchvision numpy opencv-python
 
@@ -34,9 +34,18 @@ mmcv_version="$(pin mmcv)"
 torch_version="$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
 py_tag="$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    # mmcv's CUDA ops need the CUDA toolkit (nvcc) of the version torch was built with.
+    torch_cuda="$("$VENV/bin/python" -c 'import torch; print(torch.version.cuda or "")')"
+    nvcc_cuda="$( (nvcc --version 2>/dev/null || "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" --version 2>/dev/null) \
+        | sed -n 's/.*release \([0-9.]*\),.*/\1/p' || true)"
+    if [[ -z "$nvcc_cuda" || "${nvcc_cuda%%.*}" != "${torch_cuda%%.*}" ]]; then
+        echo "setup_env: a GPU is visible but the CUDA toolkit (nvcc) is ${nvcc_cuda:-missing}; torch $torch_version" \
+             "needs CUDA $torch_cuda to build mmcv's CUDA ops. Install it (or set CUDA_HOME)." >&2
+        exit 1
+    fi
     export FORCE_CUDA=1
     export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;9.0}"
-    device_tag="cuda-${TORCH_CUDA_ARCH_LIST//[;. ]/_}"
+    device_tag="cuda$nvcc_cuda-${TORCH_CUDA_ARCH_LIST//[;. ]/_}"
 else
     device_tag=cpu
 fi
@@ -60,7 +69,7 @@ fi
 "${PIP[@]}" install -q -c "$CONSTRAINTS" --no-deps --force-reinstall "$wheel_dir"/mmcv-*.whl
 
 log "installing the toolboxes and mmdynamixer (editable)"
-"${PIP[@]}" install -q -c "$CONSTRAINTS" --no-build-isolation -e "$ROOT[openmmlab,tests]"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" --no-build-isolation -e "$ROOT[openmmlab,demo,tests]"
 
 # Fail here, not in a worker, if the compiled ops are missing.
 "$VENV/bin/python" -c "

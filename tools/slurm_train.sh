@@ -7,6 +7,10 @@ PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3
 WORK_DIR=$4
+if [[ "$WORK_DIR" == -* ]]; then  # no WORK_DIR given: $4 is already a train.py argument
+    WORK_DIR=""
+    set -- "$1" "$2" "$3" "" "${@:4}"
+fi
 GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}

@@ -1,5 +1,6 @@
 """scikit-learn's bundled handwritten digits (1797 8x8 images, 10 classes) as an ImageNet-style folder."""
 import os.path as osp
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,14 @@ def write_digits_folder(root: str, image_size: int = 56, val_fraction: float = 0
     """Write ``root/{train,val}/<digit>/<index>.png`` (RGB, ``image_size`` square, bilinear upscaling).
 
     The split is stratified and fixed by ``seed``, so the held-out images never reach training.
-    Returns the number of images per split. Existing files are overwritten.
+    Returns the number of images per split. The folder is written beside ``root`` and renamed into
+    place when complete, replacing what was there: ``root`` exists only whole.
     """
     from sklearn.datasets import load_digits
 
+    final = Path(root)
+    root = final.with_name(final.name + '.partial')
+    shutil.rmtree(root, ignore_errors=True)
     digits = load_digits()
     rng = np.random.default_rng(seed)
     counts = {'train': 0, 'val': 0}
@@ -28,4 +33,6 @@ def write_digits_folder(root: str, image_size: int = 56, val_fraction: float = 0
                 image = Image.fromarray(pixels, mode='L').resize((image_size, image_size), Image.BILINEAR)
                 image.convert('RGB').save(osp.join(folder, f'{index:04d}.png'))
             counts[split] += len(chosen)
+    shutil.rmtree(final, ignore_errors=True)
+    root.rename(final)
     return counts

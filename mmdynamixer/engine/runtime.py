@@ -47,7 +47,10 @@ def init_cpu_distributed(cfg: Config) -> None:
     device ids."""
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')
-    wrapper = dict(cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel'))
+    # mmengine's own default wrapper, less the device ids.
+    default = dict(type='MMDistributedDataParallel', broadcast_buffers=False,
+                   find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper = dict(cfg.get('model_wrapper_cfg') or default)
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
 

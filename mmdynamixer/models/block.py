@@ -41,14 +41,13 @@ class DynaMixerBlock(nn.Module):
     """Token mixing over a (B, H, W, D) map: DynaMixer along columns and rows, a channel
     projection, and a per-channel softmax re-weighting of the three branches."""
 
-    def __init__(self, dim: int, seq_len: int, num_segments: int, reduced_dim: int, proj_drop: float = 0.0):
+    def __init__(self, dim: int, seq_len: int, num_segments: int, reduced_dim: int):
         super().__init__()
         self.mix_h = DynaMixerOp(dim, seq_len, num_segments, reduced_dim)
         self.mix_w = DynaMixerOp(dim, seq_len, num_segments, reduced_dim)
         self.mlp_c = nn.Linear(dim, dim, bias=False)
         self.reweight = Mlp(dim, dim // 4, dim * 3)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, _, dim = x.shape
@@ -58,7 +57,7 @@ class DynaMixerBlock(nn.Module):
         # Weight of channel k for branch t is reweight's feature 3k + t.
         a = self.reweight((h + w + c).mean(dim=(1, 2))).view(batch, 1, 1, dim, 3).softmax(dim=-1)
         x = h * a[..., 0] + w * a[..., 1] + c * a[..., 2]
-        return self.proj_drop(self.proj(x))
+        return self.proj(x)
 
 
 class DynaMixerLayer(nn.Module):

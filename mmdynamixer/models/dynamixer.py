@@ -4,6 +4,7 @@
 ``proj`` conv, in order), ``norm`` and ``head`` are the release's names, so release checkpoints load
 unchanged into the classifier, and the mmpretrain backbone differs from it only by prefixes.
 """
+import numbers
 from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
@@ -152,23 +153,20 @@ class DynaMixerNet(nn.Module):
         self.network = nn.ModuleList(network)
 
         for i in self.out_indices:
-            if final_norm and i == num_stages - 1:
-                self.norm = nn.LayerNorm(dims[i])
-            else:
-                self.add_module(f'norm{i}', nn.LayerNorm(dims[i]))
+            self.add_module(self._output_norm_name(i), nn.LayerNorm(dims[i]))
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         self.apply(self._init_weights)
 
     @staticmethod
     def _resolve_out_indices(out_indices: Sequence[int], num_stages: int) -> Tuple[int, ...]:
-        if isinstance(out_indices, int):
+        if isinstance(out_indices, numbers.Integral):
             out_indices = (out_indices,)
         resolved = []
         for index in out_indices:
-            if not isinstance(index, int) or not -num_stages <= index < num_stages:
+            if not isinstance(index, numbers.Integral) or not -num_stages <= index < num_stages:
                 raise ValueError(f'out_indices entry {index!r} is out of range: DynaMixer has {num_stages} stages, '
                                  f'allowed indices are {-num_stages}..{num_stages - 1}')
-            resolved.append(index % num_stages)
+            resolved.append(int(index) % num_stages)
         if not resolved:
             raise ValueError('out_indices is empty: name at least one stage')
         return tuple(sorted(set(resolved)))
@@ -183,9 +181,12 @@ class DynaMixerNet(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
+    def _output_norm_name(self, stage: int) -> str:
+        return 'norm' if self.final_norm and stage == len(self.arch['layers']) - 1 else f'norm{stage}'
+
     def output_norm(self, stage: int) -> nn.Module:
         """The LayerNorm applied to the output of ``stage``."""
-        return self.norm if self.final_norm and stage == len(self.arch['layers']) - 1 else getattr(self, f'norm{stage}')
+        return getattr(self, self._output_norm_name(stage))
 
     def forward_features(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """(B, C, H, W) images -> the normed maps (B, D_i, ceil(H / s_i), ceil(W / s_i)) of ``out_indices``."""

@@ -60,11 +60,14 @@ class DynaMixerOp(nn.Module):
             code = code * valid.unsqueeze(-1).to(code.dtype)
         # (..., L, S*d) -> (..., S, L*d), token-major as the release flattens it.
         code = code.unflatten(-1, (segments, self.reduced_dim)).transpose(-3, -2).flatten(-2)
-        logits = self.generate(code).unflatten(-1, (seq_len, seq_len))  # (..., S, L_src, L_dst)
+        # The mixing logits and their softmax in float32 even under autocast: a float16 ``generate``
+        # output overflows for large activations, and no cast afterwards can undo that.
+        with torch.autocast(x.device.type, enabled=False):
+            logits = F.linear(code.float(), self.generate.weight.float(), self.generate.bias.float())
+        logits = logits.unflatten(-1, (seq_len, seq_len))  # (..., S, L_src, L_dst)
         if valid is not None:
             logits = logits.masked_fill(~valid[..., None, :, None], float('-inf'))
-        # Softmax in float32 under autocast: float16 logits overflow long before the weights do.
-        weights = logits.float().softmax(dim=-2).to(x.dtype)
+        weights = logits.softmax(dim=-2).to(x.dtype)
         chunks = x.unflatten(-1, (segments, self.dim // segments))  # (..., L_src, S, D/S)
         mixed = torch.einsum('...sij,...isc->...jsc', weights, chunks)
         return mixed.flatten(-2)
