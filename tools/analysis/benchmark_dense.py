@@ -34,7 +34,7 @@ import time
 import torch
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
-from mmdynamixer.models.dynamixer import PATCH_SIZE, DynaMixerNet, resolve_arch  # noqa: E402
+from mmdynamixer.models.dynamixer import DynaMixerNet, resolve_arch, stage_strides  # noqa: E402
 
 DEFAULT_SIZES = ['224x224', '448x448', '512x512', '672x672', '800x1333', '896x896', '1120x1120']
 DENSE_OUT_INDICES = {'s': (0, 3), 'm': (1, 3), 'l': (0, 3)}
@@ -112,8 +112,9 @@ def window_padding(arch: dict, height: int, width: int) -> str:
     A row (column) mixing pads its axis to a multiple of the stage's L; averaged over both directions.
     """
     values = []
+    strides = stage_strides(arch)
     for stage in (0, len(arch['layers']) - 1):
-        stride = PATCH_SIZE * 2 ** sum(arch['transitions'][:stage])
+        stride = strides[stage]
         seq_len = arch['resolutions'][stage]
         h, w = math.ceil(height / stride), math.ceil(width / stride)
         hp, wp = math.ceil(h / seq_len) * seq_len, math.ceil(w / seq_len) * seq_len
