@@ -12,7 +12,7 @@ __version__ = '0.1.0'
 __all__ = ['DynaMixerNet', 'arch_zoo']
 
 if find_spec('mmengine') is not None:
-    from . import engine  # registers TimmCosineLR and FiniteLossHook
+    from . import engine  # registers TimmCosineLR, FiniteLossHook and ResumableEpochBasedTrainLoop
     # mmengine checkpoints load weights-only wherever mmdynamixer is imported (custom_imports too).
     engine.runtime.allow_mmengine_checkpoint_types()
 if find_spec('mmpretrain') is not None:

@@ -1,6 +1,8 @@
-"""Training-time pieces: the release's LR schedule, a finite-loss guard and the runtime fixes the tools apply."""
+"""Training-time pieces: the release's LR schedule, a finite-loss guard, a loop that resumes exactly and the
+runtime fixes the tools apply."""
 from .hooks import FiniteLossHook
+from .resume import ResumableEpochBasedTrainLoop
 from .runtime import prepare_runtime
 from .schedulers import TimmCosineLR
 
-__all__ = ['FiniteLossHook', 'TimmCosineLR', 'prepare_runtime']
+__all__ = ['FiniteLossHook', 'ResumableEpochBasedTrainLoop', 'TimmCosineLR', 'prepare_runtime']

@@ -14,7 +14,8 @@ param_scheduler = [
          by_epoch=True, begin=0, end=310),
 ]
 
-train_cfg = dict(by_epoch=True, max_epochs=310, val_interval=1)
+# Resumes bit-identically, also from a checkpoint saved mid-epoch (mmdynamixer/engine/resume.py).
+train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=310, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
 
