@@ -56,7 +56,8 @@ train_dataloader = dict(
     batch_size=256,
     num_workers=10,
     pin_memory=True,
-    persistent_workers=True,
+    # Fresh workers each epoch start from fixed seeds: what makes resume bit-identical (engine/resume.py).
+    persistent_workers=False,
     dataset=dict(type=dataset_type, data_root=data_root, split='train', pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True),
 )
