@@ -1,37 +1,101 @@
-"""Real 2-process training through tools/dist_train.sh, with checkpoint, --resume and tools/test.py."""
+"""Real 2-process training through tools/dist_train.sh: a run killed with SIGKILL mid-epoch and resumed with
+--resume ends bit-identical to an uninterrupted one; tools/dist_test.sh then evaluates its checkpoint."""
 import re
 import subprocess
+import textwrap
 
+import torch
+
+import mmdynamixer  # noqa: F401  (lets torch.load read mmengine checkpoints weights-only)
 from conftest import run_env
 
 DEMO = 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py'
+KILL_HOOK = '''
+import os
+import signal
+
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
 
 
-def test_dist_train_resume_and_test(tmp_path, repo, tiny_imagenet):
-    work = tmp_path / 'work'
-    common = [f'train_dataloader.dataset.data_root={tiny_imagenet}', f'val_dataloader.dataset.data_root={tiny_imagenet}',
-              f'test_dataloader.dataset.data_root={tiny_imagenet}', 'model.head.num_classes=4',
-              'data_preprocessor.num_classes=4', 'train_dataloader.batch_size=8', 'default_hooks.logger.interval=1',
-              'default_hooks.checkpoint.interval=1', 'train_cfg.val_interval=1', 'randomness.seed=0']
+@HOOKS.register_module()
+class KillAfterIter(Hook):
+    """SIGKILLs every training process once KILL_AFTER_ITER iterations are done (after the checkpoint hook)."""
+    priority = 'LOWEST'
 
-    def train(max_epochs, *extra):
-        cmd = ['bash', 'tools/dist_train.sh', DEMO, '2', '--work-dir', str(work), *extra,
-               '--cfg-options', f'train_cfg.max_epochs={max_epochs}', *common]
-        run = subprocess.run(cmd, cwd=repo, env=dict(run_env(), PORT='29611'), capture_output=True, text=True,
-                             timeout=600)
-        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-        return run.stdout + run.stderr
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == int(os.environ.get('KILL_AFTER_ITER', -1)):
+            os.kill(os.getpid(), signal.SIGKILL)
+'''
 
-    log = train(1)
-    assert (work / 'epoch_1.pth').exists()
-    assert re.search(r'Epoch\(val\) \[1\]\[\d+/\d+\]\s+accuracy/top1', log)
 
-    log = train(2, '--resume')
-    assert 'resumed epoch: 1, iter: 2' in log
-    assert (work / 'epoch_2.pth').exists()
+def _tensors(tree, prefix=''):
+    """Every tensor (and number) in a nested checkpoint structure, by path."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _tensors(sub, f'{prefix}{key}.').items()}
+    if isinstance(tree, (list, tuple)):
+        return {k: v for i, sub in enumerate(tree) for k, v in _tensors(sub, f'{prefix}{i}.').items()}
+    return {prefix[:-1]: tree} if isinstance(tree, (torch.Tensor, int, float)) else {}
 
-    run = subprocess.run(['bash', 'tools/dist_test.sh', DEMO, str(work / 'epoch_2.pth'), '2', '--work-dir',
-                          str(tmp_path / 'test'), '--cfg-options', *common], cwd=repo,
-                         env=dict(run_env(), PORT='29612'), capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert re.search(r'Epoch\(test\) \[\d+/\d+\]\s+accuracy/top1: [\d.]+', run.stdout + run.stderr)
+
+def test_dist_train_killed_mid_epoch_resumes_bit_identically(tmp_path, repo, tiny_imagenet):
+    # 32 images, 4 per process and step: 4 iterations per epoch, 3 epochs, a checkpoint every 3 iterations.
+    (tmp_path / 'kill_hook.py').write_text(KILL_HOOK)
+    config = tmp_path / 'resume_cfg.py'
+    config.write_text(textwrap.dedent(f'''
+        _base_ = ['{repo / DEMO}']
+        custom_imports = dict(imports=['mmdynamixer', 'kill_hook'], allow_failed_imports=False)
+        custom_hooks = [
+            dict(type='EMAHook', momentum=0.02, update_buffers=True, priority='ABOVE_NORMAL'),
+            dict(type='FiniteLossHook'),
+            dict(type='KillAfterIter'),
+        ]
+        model = dict(backbone=dict(drop_path_rate=0.1), head=dict(num_classes=4))
+        data_preprocessor = dict(num_classes=4)
+        train_dataloader = dict(batch_size=4, dataset=dict(data_root='{tiny_imagenet}'))
+        val_dataloader = dict(batch_size=8, dataset=dict(data_root='{tiny_imagenet}'))
+        test_dataloader = val_dataloader
+        param_scheduler = [dict(type='TimmCosineLR', t_initial=3, eta_min=1e-5, warmup_steps=1, warmup_init=1e-6,
+                                by_epoch=True, begin=0, end=3)]
+        train_cfg = dict(max_epochs=3, val_interval=1)
+        default_hooks = dict(logger=dict(interval=1),
+                             checkpoint=dict(by_epoch=False, interval=3, max_keep_ckpts=-1))
+        randomness = dict(seed=0, deterministic=True)
+    '''))
+    env = dict(run_env(), PYTHONPATH=str(tmp_path))
+
+    def train(work, *extra, kill_after=None):
+        run_vars = dict(env, PORT='29611', **({'KILL_AFTER_ITER': str(kill_after)} if kill_after else {}))
+        cmd = ['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir', str(work), *extra]
+        return subprocess.run(cmd, cwd=repo, env=run_vars, capture_output=True, text=True, timeout=600)
+
+    uninterrupted = train(tmp_path / 'a')
+    assert uninterrupted.returncode == 0, uninterrupted.stdout[-3000:] + uninterrupted.stderr[-3000:]
+    assert re.search(r'Epoch\(val\) \[3\]\[\d+/\d+\]\s+accuracy/top1', uninterrupted.stdout)
+
+    killed = train(tmp_path / 'b', kill_after=7)  # inside epoch 2, one iteration after the checkpoint at 6
+    assert killed.returncode != 0
+    assert (tmp_path / 'b' / 'last_checkpoint').read_text().endswith('iter_6.pth')
+    assert not (tmp_path / 'b' / 'iter_9.pth').exists()
+
+    resumed = train(tmp_path / 'b', '--resume')
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-6000:]
+    assert 'resumed epoch: 1, iter: 6' in log
+    assert 'resuming inside epoch 2: skipping the 2 batches it already trained on' in log
+
+    expected = torch.load(tmp_path / 'a' / 'iter_12.pth', map_location='cpu')
+    got = torch.load(tmp_path / 'b' / 'iter_12.pth', map_location='cpu')
+    assert got['meta']['epoch'] == expected['meta']['epoch'] == 3 and got['meta']['iter'] == 12
+    for part in ('state_dict', 'ema_state_dict', 'optimizer', 'param_schedulers'):
+        want, have = _tensors(expected[part]), _tensors(got[part])
+        assert want and have.keys() == want.keys(), part
+        differ = [k for k in want if not (torch.equal(have[k], want[k]) if isinstance(want[k], torch.Tensor)
+                                          else have[k] == want[k])]
+        assert not differ, f'{part} differs after resume: {differ[:5]}'
+
+    tested = subprocess.run(['bash', 'tools/dist_test.sh', str(config), str(tmp_path / 'b' / 'iter_12.pth'), '2',
+                             '--work-dir', str(tmp_path / 'test')], cwd=repo, env=dict(env, PORT='29612'),
+                            capture_output=True, text=True, timeout=600)
+    assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-3000:]
+    assert re.search(r'Epoch\(test\) \[\d+/\d+\]\s+accuracy/top1: [\d.]+', tested.stdout + tested.stderr)
