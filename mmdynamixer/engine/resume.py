@@ -13,6 +13,7 @@ Mixup/CutMix draws, other stochastic-depth masks, more steps in that epoch. This
 
 Discarding costs the data loading of the part of the epoch already done, no forward or backward.
 """
+import itertools
 import random
 
 import numpy as np
@@ -61,13 +62,19 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         if done:
             print_log(f'resuming inside epoch {self._epoch + 1}: skipping the {done} batches it already trained on',
                       logger='current')
-        first = self._epoch * batches_per_epoch
-        seed_iteration(self.runner.seed, first)  # creating the iterator draws the workers' base seed
-        batches = iter(self.dataloader)
-        for idx in range(batches_per_epoch):
-            seed_iteration(self.runner.seed, first + idx)
-            data_batch = next(batches)
+        for idx, data_batch in enumerate(self._seeded_batches(first=self._epoch * batches_per_epoch)):
             if idx >= done:
                 self.run_iter(idx, data_batch)
         self.runner.call_hook('after_train_epoch')
         self._epoch += 1
+
+    def _seeded_batches(self, first: int):
+        """This epoch's batches, each fetched right after seeding the generators for its iteration."""
+        seed_iteration(self.runner.seed, first)  # creating the iterator draws the workers' base seed
+        batches = iter(self.dataloader)
+        for iteration in itertools.count(first):
+            seed_iteration(self.runner.seed, iteration)
+            try:
+                yield next(batches)
+            except StopIteration:
+                return
