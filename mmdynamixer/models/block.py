@@ -3,6 +3,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .fast_linear import linear
 from .mixing import DynaMixerOp
 
 
@@ -34,7 +35,8 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, out_features or in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        hidden = self.act(linear(x, self.fc1.weight, self.fc1.bias))
+        return linear(hidden, self.fc2.weight, self.fc2.bias)
 
 
 class DynaMixerBlock(nn.Module):
@@ -50,14 +52,24 @@ class DynaMixerBlock(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, _, _, dim = x.shape
-        h = self.mix_h(x.transpose(1, 2)).transpose(1, 2)
-        w = self.mix_w(x)
-        c = self.mlp_c(x)
-        # Weight of channel k for branch t is reweight's feature 3k + t.
-        a = self.reweight((h + w + c).mean(dim=(1, 2))).view(batch, 1, 1, dim, 3).softmax(dim=-1)
-        x = h * a[..., 0] + w * a[..., 1] + c * a[..., 2]
-        return self.proj(x)
+        batch, height, width, dim = x.shape
+        if height == self.mix_h.seq_len and width == self.mix_w.seq_len:
+            # The three projections of x in one matmul: channel branch, then both compressions.
+            weight = torch.cat([self.mlp_c.weight, self.mix_h.compress.weight, self.mix_w.compress.weight])
+            bias = torch.cat([self.mlp_c.weight.new_zeros(dim), self.mix_h.compress.bias, self.mix_w.compress.bias])
+            c, code_h, code_w = linear(x, weight, bias).split(
+                [dim, self.mix_h.compress.out_features, self.mix_w.compress.out_features], dim=-1)
+            h = self.mix_h.mix_grid(x, code_h, dim=1)
+            w = self.mix_w.mix_grid(x, code_w, dim=2)
+        else:  # windows along a side that is not seq_len long
+            h = self.mix_h(x.transpose(1, 2)).transpose(1, 2)
+            w = self.mix_w(x)
+            c = linear(x, self.mlp_c.weight)
+        # mean(h + w + c) without materialising the sum. Weight of channel k for branch t is feature 3k + t.
+        mean = h.mean(dim=(1, 2)) + w.mean(dim=(1, 2)) + c.mean(dim=(1, 2))
+        a = self.reweight(mean).view(batch, 1, 1, dim, 3).softmax(dim=-1)
+        mixed = (h * a[..., 0]).addcmul_(w, a[..., 1]).addcmul_(c, a[..., 2])
+        return linear(mixed, self.proj.weight, self.proj.bias)
 
 
 class DynaMixerLayer(nn.Module):

@@ -1,9 +1,12 @@
 """The DynaMixer operation: token mixing with mixing matrices generated from the tokens."""
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .fast_linear import linear
 
 
 class DynaMixerOp(nn.Module):
@@ -44,20 +47,54 @@ class DynaMixerOp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         length = x.shape[-2]
         if length == self.seq_len:
-            return self.out(self._mix(x, valid=None))
+            grid = x.reshape(-1, 1, length, self.dim)
+            code = linear(grid, self.compress.weight, self.compress.bias)
+            return self.mix_grid(grid, code, dim=2).view(x.shape)
         num_windows = math.ceil(length / self.seq_len)
         padded = num_windows * self.seq_len
         windows = F.pad(x, (0, 0, 0, padded - length)).unflatten(-2, (num_windows, self.seq_len))
         valid = (torch.arange(padded, device=x.device) < length).view(num_windows, self.seq_len)
-        mixed = self._mix(windows, valid).flatten(-3, -2)
+        mixed = self._mix_windows(windows, valid).flatten(-3, -2)
         return self.out(mixed[..., :length, :])
 
-    def _mix(self, x: torch.Tensor, valid) -> torch.Tensor:
+    def mix_grid(self, x: torch.Tensor, code: torch.Tensor, dim: int) -> torch.Tensor:
+        """The operation (``out`` included) along ``dim`` (1: columns, 2: rows) of a (B, H, W, D) map whose
+        length there is ``seq_len``; ``code`` is ``compress(x)``, (B, H, W, S*d), possibly a strided view.
+
+        Same function as :meth:`forward`, arranged for speed: the mixing matrices come out of ``generate``
+        destination-major, so the softmax runs over contiguous memory and each matrix multiplies its
+        segment's tokens directly; the map is permuted only to put each segment's sequence in a matrix.
+        """
+        if dim not in (1, 2) or x.dim() != 4 or x.shape[dim] != self.seq_len:
+            raise ValueError(f'mix_grid mixes along dim 1 or 2 of a (B, H, W, D) map with {self.seq_len} tokens '
+                             f'there, got dim={dim} and shape {tuple(x.shape)}')
+        batch, height, width, _ = x.shape
+        seq_len, segments = self.seq_len, self.num_segments
+        # Sequence dim next to last, segments before it: (B, H|W, S, L, features).
+        order = (0, 1, 3, 2, 4) if dim == 2 else (0, 2, 3, 1, 4)
+        code = code.unflatten(-1, (segments, self.reduced_dim)).permute(order).flatten(-2)
+        weight, bias = self._destination_major_generate()
+        with torch.autocast(x.device.type, enabled=False):  # logits and softmax in float32, as in _mix_windows
+            logits = linear(code.float(), weight.float(), bias.float())
+        weights = logits.unflatten(-1, (seq_len, seq_len)).softmax(dim=-1).to(x.dtype)  # (..., L_dst, L_src)
+        chunks = x.unflatten(-1, (segments, self.dim // segments)).permute(order)  # (..., S, L_src, D/S)
+        inverse = (0, 1, 3, 2, 4) if dim == 2 else (0, 3, 1, 2, 4)
+        mixed = torch.matmul(weights, chunks).permute(inverse).reshape(batch, height, width, self.dim)
+        return linear(mixed, self.out.weight, self.out.bias)
+
+    def _destination_major_generate(self):
+        """``generate``'s weight and bias with output rows reordered from (source, destination) to
+        (destination, source) pairs."""
+        seq_len = self.seq_len
+        weight = self.generate.weight.view(seq_len, seq_len, -1).transpose(0, 1).reshape(seq_len * seq_len, -1)
+        bias = self.generate.bias.view(seq_len, seq_len).t().reshape(-1)
+        return weight, bias
+
+    def _mix_windows(self, x: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
         """Mix (..., L, D) windows; ``valid`` (broadcastable to (..., L)) marks real tokens."""
         seq_len, segments = self.seq_len, self.num_segments
         code = self.compress(x)
-        if valid is not None:
-            code = code * valid.unsqueeze(-1).to(code.dtype)
+        code = code * valid.unsqueeze(-1).to(code.dtype)
         # (..., L, S*d) -> (..., S, L*d), token-major as the release flattens it.
         code = code.unflatten(-1, (segments, self.reduced_dim)).transpose(-3, -2).flatten(-2)
         # The mixing logits and their softmax in float32 even under autocast: a float16 ``generate``
@@ -65,8 +102,7 @@ class DynaMixerOp(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             logits = F.linear(code.float(), self.generate.weight.float(), self.generate.bias.float())
         logits = logits.unflatten(-1, (seq_len, seq_len))  # (..., S, L_src, L_dst)
-        if valid is not None:
-            logits = logits.masked_fill(~valid[..., None, :, None], float('-inf'))
+        logits = logits.masked_fill(~valid[..., None, :, None], float('-inf'))
         weights = logits.softmax(dim=-2).to(x.dtype)
         chunks = x.unflatten(-1, (segments, self.dim // segments))  # (..., L_src, S, D/S)
         mixed = torch.einsum('...sij,...isc->...jsc', weights, chunks)

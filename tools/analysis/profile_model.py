@@ -1,0 +1,139 @@
+"""Where the time of a DynaMixer step goes, by op category, for this implementation and the release's.
+
+    python tools/analysis/profile_model.py --arch s --batch 8 [--mode infer train] [--threads 2] [--steps 3]
+
+Both models hold the same weights. Steps (inference, or forward + backward + AdamW step) of the two
+models alternate, each under torch.profiler; the self CPU time of every op is summed into a category (matmuls, LayerNorm,
+GELU, softmax, copies/permutes, elementwise, optimizer, other) and printed per step in ms and % as a
+markdown table, one column pair per model. The profiler adds a little time per op, so the totals are
+somewhat above an unprofiled step (``tools/analysis/benchmark.py`` times those).
+"""
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'tests'))
+from release_reference import RefDynaMixer  # noqa: E402
+
+from mmdynamixer.models import DynaMixerNet, arch_zoo  # noqa: E402
+
+CATEGORIES = ('matmul', 'conv', 'layernorm', 'gelu', 'softmax', 'copy/permute', 'elementwise', 'optimizer', 'other')
+# Ops by category, matched on the op name without its namespace.
+OPS = {
+    'matmul': {'mm', 'addmm', 'bmm', 'baddbmm', 'matmul', '_linear_pointwise', 'linear', 'dot', 'addmv', 'mv'},
+    'conv': {'convolution', '_convolution', 'mkldnn_convolution', 'convolution_backward', 'conv2d'},
+    'layernorm': {'native_layer_norm', 'native_layer_norm_backward', 'layer_norm'},
+    'gelu': {'gelu', 'gelu_backward'},
+    'softmax': {'_softmax', '_softmax_backward_data', 'softmax', '_log_softmax', '_log_softmax_backward_data'},
+    'copy/permute': {'copy_', 'clone', 'contiguous', '_to_copy', 'to', 'cat', 'stack', 'constant_pad_nd', 'fill_',
+                     'zero_', 'zeros', 'zeros_like', 'index', 'masked_fill', 'empty_like', 'resize_', 't', 'transpose',
+                     'permute', 'view', 'reshape', 'unsqueeze', 'expand', 'as_strided', 'slice', 'select', 'unflatten',
+                     'flatten', '_unsafe_view', 'split', 'chunk', 'narrow', 'squeeze', 'alias', 'detach', 'empty',
+                     'empty_strided', 'new_empty', 'new_zeros', 'unbind', 'sum_to_size'},
+    'elementwise': {'add', 'add_', 'mul', 'mul_', 'sub', 'div', 'div_', 'sum', 'mean', 'neg', 'exp', 'addcmul_',
+                    'addcdiv_', 'where', 'bernoulli_', 'pow', 'sqrt', 'rsqrt', 'lerp_', 'sub_', 'nll_loss_forward',
+                    'nll_loss_backward', 'nll_loss', 'cross_entropy_loss', 'nll_loss_nd', 'log_softmax', 'expand_as',
+                    'ones_like', 'sigmoid', 'mse_loss', 'amax', 'max'},
+}
+
+
+def category(op_name: str) -> str:
+    """The category of a profiler op name such as ``aten::addmm`` or ``mkldnn::_linear_pointwise``."""
+    if op_name.startswith('Optimizer.') or '_foreach_' in op_name or op_name.startswith('aten::_fused_adam'):
+        return 'optimizer'
+    name = op_name.split('::')[-1]
+    for cat, names in OPS.items():
+        if name in names:
+            return cat
+    return 'other'
+
+
+def make_step(model, mode, images, labels):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if mode == 'train' else None
+
+    def step():
+        if mode == 'infer':
+            with torch.no_grad():
+                model(images)
+            return
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def profile_steps(steps: dict, repeat: int):
+    """Self CPU ms per step by category (and by op for the ops in 'other') of each named step,
+    profiling one step of each in turn, ``repeat`` times, after two warm-up steps each."""
+    for _ in range(2):
+        for step in steps.values():
+            step()
+    totals = {name: defaultdict(float) for name in steps}
+    others = {name: defaultdict(float) for name in steps}
+    for _ in range(repeat):
+        for name, step in steps.items():
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                step()
+            for event in prof.key_averages():
+                if event.key.startswith('ProfilerStep') or event.key.startswith('autograd::engine'):
+                    continue
+                ms = event.self_cpu_time_total / 1e3 / repeat
+                totals[name][category(event.key)] += ms
+                if category(event.key) == 'other':
+                    others[name][event.key] += ms
+    return totals, others
+
+
+def print_table(title: str, results: dict) -> None:
+    names = list(results)
+    print(f'\n{title}\n')
+    print('| category | ' + ' | '.join(f'{n} ms | {n} %' for n in names) + ' |')
+    print('|---|' + '---:|---:|' * len(names))
+    sums = {n: sum(results[n].values()) for n in names}
+    for cat in CATEGORIES:
+        if not any(results[n].get(cat, 0.0) for n in names):
+            continue
+        cells = ' | '.join(f'{results[n].get(cat, 0.0):.1f} | {100 * results[n].get(cat, 0.0) / sums[n]:.1f}'
+                           for n in names)
+        print(f'| {cat} | {cells} |')
+    print('| **total** | ' + ' | '.join(f'**{sums[n]:.1f}** | 100' for n in names) + ' |')
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--arch', default='s', choices=sorted(arch_zoo))
+    parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument('--size', type=int, default=224)
+    parser.add_argument('--mode', nargs='+', default=['infer', 'train'], choices=['infer', 'train'])
+    parser.add_argument('--threads', type=int, default=torch.get_num_threads())
+    parser.add_argument('--steps', type=int, default=3, help='profiled steps per model and mode')
+    parser.add_argument('--detail', action='store_true', help='also print the ops of the "other" category')
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    ours = DynaMixerNet(args.arch)
+    reference = RefDynaMixer(arch_zoo[args.arch])
+    reference.load_state_dict(ours.state_dict())
+    images = torch.randn(args.batch, 3, args.size, args.size)
+    labels = torch.randint(0, 1000, (args.batch,))
+    print(f'DynaMixer-{args.arch.upper()}, batch {args.batch}, {args.size}x{args.size}, float32, '
+          f'{args.threads} threads, self CPU ms per step (mean of {args.steps} steps)')
+    for mode in args.mode:
+        for model in (ours, reference):
+            model.train(mode == 'train')
+        steps = {'ours': make_step(ours, mode, images, labels), 'release': make_step(reference, mode, images, labels)}
+        results, others = profile_steps(steps, args.steps)
+        print_table('inference' if mode == 'infer' else 'training step (forward, backward, AdamW)', results)
+        if args.detail:
+            for name, ops in others.items():
+                top = sorted(ops.items(), key=lambda kv: -kv[1])[:10]
+                print(f'\n{name} "other": ' + ', '.join(f'{op} {ms:.1f} ms' for op, ms in top))
+
+
+if __name__ == '__main__':
+    main()
