@@ -67,13 +67,13 @@ def make_step(model, mode, images, labels):
 
 
 def profile_steps(steps: dict, repeat: int):
-    """Self CPU ms per step by category (and by op for the ops in 'other') of each named step,
+    """Self CPU ms per step by category, and by op, of each named step,
     profiling one step of each in turn, ``repeat`` times, after two warm-up steps each."""
     for _ in range(2):
         for step in steps.values():
             step()
     totals = {name: defaultdict(float) for name in steps}
-    others = {name: defaultdict(float) for name in steps}
+    by_op = {name: defaultdict(float) for name in steps}
     for _ in range(repeat):
         for name, step in steps.items():
             with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -83,9 +83,8 @@ def profile_steps(steps: dict, repeat: int):
                     continue
                 ms = event.self_cpu_time_total / 1e3 / repeat
                 totals[name][category(event.key)] += ms
-                if category(event.key) == 'other':
-                    others[name][event.key] += ms
-    return totals, others
+                by_op[name][event.key] += ms
+    return totals, by_op
 
 
 def print_table(title: str, results: dict) -> None:
@@ -111,7 +110,7 @@ def main():
     parser.add_argument('--mode', nargs='+', default=['infer', 'train'], choices=['infer', 'train'])
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
     parser.add_argument('--steps', type=int, default=3, help='profiled steps per model and mode')
-    parser.add_argument('--detail', action='store_true', help='also print the ops of the "other" category')
+    parser.add_argument('--top', type=int, default=0, help='also print the ops that take the most time')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -127,12 +126,12 @@ def main():
         for model in (ours, reference):
             model.train(mode == 'train')
         steps = {'ours': make_step(ours, mode, images, labels), 'release': make_step(reference, mode, images, labels)}
-        results, others = profile_steps(steps, args.steps)
+        results, by_op = profile_steps(steps, args.steps)
         print_table('inference' if mode == 'infer' else 'training step (forward, backward, AdamW)', results)
-        if args.detail:
-            for name, ops in others.items():
-                top = sorted(ops.items(), key=lambda kv: -kv[1])[:10]
-                print(f'\n{name} "other": ' + ', '.join(f'{op} {ms:.1f} ms' for op, ms in top))
+        for name, ops in by_op.items():
+            if args.top:
+                top = sorted(ops.items(), key=lambda kv: -kv[1])[:args.top]
+                print(f'\n{name}: ' + ', '.join(f'{op} {ms:.1f}' for op, ms in top))
 
 
 if __name__ == '__main__':
