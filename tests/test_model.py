@@ -1,9 +1,11 @@
 """The plain-PyTorch model: exactness to the release, shapes, counts and input checks."""
 import pytest
 import torch
+import torch.nn.functional as F
 
-from mmdynamixer.models import DynaMixerNet, DynaMixerOp, arch_zoo
-from release_reference import RefDynaMixer
+from mmdynamixer.models import DynaMixerLayer, DynaMixerNet, DynaMixerOp, arch_zoo
+from mmdynamixer.models.fast_linear import linear, onednn_applies, onednn_linear
+from release_reference import RefDynaMixer, RefLayer, RefOp
 
 # The spec's parameter counts (1000-class head), measured on the authors' release.
 RELEASE_PARAMS_M = {'s': 26.27, 'm': 57.13, 'l': 97.82}
@@ -95,6 +97,106 @@ def test_any_input_size_runs_finite(size):
     assert outs[0].shape[2:] == (h7, w7)
     assert outs[3].shape[2:] == (-(-h7 // 2), -(-w7 // 2))
     assert all(torch.isfinite(o).all() for o in outs)
+
+
+def assert_relatively_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, name: str = '') -> None:
+    """max |actual - expected| <= tol * max |expected|."""
+    error = (actual - expected).abs().max().item() / expected.abs().max().item()
+    assert error <= tol, f'{name}: relative error {error:.2e} > {tol:.0e}'
+
+
+@pytest.mark.parametrize('dim,side,segments', [(192, 32, 8), (384, 16, 16)], ids=['stage1', 'stage4'])
+def test_fast_layer_matches_release_forward_and_backward(dim, side, segments):
+    """A whole layer (norms, the block's fast path, MLP) at DynaMixer-S stage shapes: outputs within 1e-5 and
+    gradients (input and every parameter) within 1e-4 of the release's forward, relative to their size."""
+    torch.manual_seed(0)
+    ours = perturbed(DynaMixerLayer(dim, side, segments, reduced_dim=2)).train()
+    reference = RefLayer(dim, side, segments, 2, 3).train()
+    reference.load_state_dict(ours.state_dict())  # strict: same keys and shapes
+    x = torch.randn(2, side, side, dim)
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_ours, out_ref = ours(x_ours), reference(x_ref)
+    assert_relatively_close(out_ours, out_ref, 1e-5, 'output')
+    grad_out = torch.randn_like(out_ref)
+    out_ours.backward(grad_out)
+    out_ref.backward(grad_out)
+    assert_relatively_close(x_ours.grad, x_ref.grad, 1e-4, 'input')
+    for (name, p), q in zip(ours.named_parameters(), reference.parameters()):
+        assert_relatively_close(p.grad, q.grad, 1e-4, name)
+
+
+def test_windowed_op_over_whole_windows_matches_release_per_window():
+    """N = 3 * seq_len: the windowed path is the release's operation applied to each window, with gradients."""
+    torch.manual_seed(0)
+    op = perturbed(DynaMixerOp(dim=32, seq_len=8, num_segments=4, reduced_dim=2))
+    reference = RefOp(32, 8, 4, 2)
+    reference.load_state_dict(op.state_dict())
+    x = torch.randn(2, 24, 32)
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_ours, out_ref = op(x_ours), reference(x_ref.reshape(6, 8, 32)).reshape(2, 24, 32)
+    assert_relatively_close(out_ours, out_ref, 1e-5, 'output')
+    grad_out = torch.randn_like(out_ref)
+    out_ours.backward(grad_out)
+    out_ref.backward(grad_out)
+    assert_relatively_close(x_ours.grad, x_ref.grad, 1e-4, 'input')
+    for (name, p), q in zip(op.named_parameters(), reference.parameters()):
+        assert_relatively_close(p.grad, q.grad, 1e-4, name)
+
+
+@pytest.mark.parametrize('in_features,out_features', [(48, 16), (16, 48)], ids=['narrow-out', 'wide-out'])
+def test_fast_linear_matches_f_linear(in_features, out_features):
+    """Both weight-gradient orders (output narrower or wider than input), a strided input, no bias."""
+    torch.manual_seed(0)
+    x = torch.randn(20, 24, in_features).transpose(0, 1)  # not contiguous
+    weight, bias = torch.randn(out_features, in_features), torch.randn(out_features)
+    assert onednn_applies(x, weight)
+    for b in (bias, None):
+        leaves_ours = [t.clone().requires_grad_() for t in (x, weight) + ((b,) if b is not None else ())]
+        leaves_ref = [t.detach().clone().requires_grad_() for t in leaves_ours]
+        out_ours, out_ref = linear(*leaves_ours), F.linear(*leaves_ref)
+        assert_relatively_close(out_ours, out_ref, 1e-6, 'output')
+        grad_out = torch.randn_like(out_ref)
+        out_ours.backward(grad_out)
+        out_ref.backward(grad_out)
+        for a, e, name in zip(leaves_ours, leaves_ref, ('x', 'weight', 'bias')):
+            assert_relatively_close(a.grad, e.grad, 1e-6, name)
+
+
+def test_onednn_linear_op_registration():
+    """Fake tensor, autograd and dispatcher registrations of the custom op agree with its eager kernel."""
+    torch.manual_seed(0)
+    x = torch.randn(300, 12, requires_grad=True)
+    weight, bias = torch.randn(10, 12, requires_grad=True), torch.randn(10, requires_grad=True)
+    torch.library.opcheck(onednn_linear, (x, weight, bias))
+    torch.library.opcheck(onednn_linear, (x, weight, None))
+
+
+def test_fast_linear_leaves_autocast_and_other_dtypes_to_f_linear():
+    x, weight = torch.randn(300, 12), torch.randn(10, 12)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert not onednn_applies(x, weight)
+        assert linear(x, weight).dtype == torch.bfloat16
+    assert not onednn_applies(x.double(), weight.double())
+    assert not onednn_applies(x[:2], weight)  # too few rows to pay off
+
+
+def test_layer_compiles_as_one_graph():
+    """torch.compile sees the layer as a single graph, for inference and training, with eager's results."""
+    torch.manual_seed(0)
+    layer = perturbed(DynaMixerLayer(16, 8, 2, reduced_dim=2)).train()
+    compiled = torch.compile(layer, backend='aot_eager', fullgraph=True)
+    x = torch.randn(4, 8, 8, 16)
+    assert onednn_applies(x, layer.mlp.fc1.weight)  # the custom op is in the graph
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), layer(x))
+    x_eager, x_compiled = x.clone().requires_grad_(), x.clone().requires_grad_()
+    layer(x_eager).square().sum().backward()
+    eager_grads = [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    compiled(x_compiled).square().sum().backward()
+    torch.testing.assert_close(x_compiled.grad, x_eager.grad)
+    for (name, p), g in zip(layer.named_parameters(), eager_grads):
+        torch.testing.assert_close(p.grad, g, msg=name)
 
 
 def test_windowed_op_ignores_padding_and_matches_single_window():
