@@ -6,7 +6,9 @@ oneDNN's matmul, which PyTorch ships too but calls for float32 only from inducto
 fusions (``mkldnn::_linear_pointwise``). ``linear`` calls it for the output and both gradients, in
 full float32 (no reduced-precision math: results differ from MKL's by summation order only), as the
 custom op ``mmdynamixer::onednn_linear``, so that ``torch.compile`` keeps it as one opaque kernel.
-Anything else (CUDA, other dtypes, autocast, few rows, PyTorch without oneDNN) takes F.linear.
+Anything else (CUDA, other dtypes, autocast, few rows, PyTorch without oneDNN) takes F.linear, and so
+does TorchScript tracing, which FLOP counters (mmengine's FlopAnalyzer) and exporters use and which
+knows ``aten::linear`` but not this op.
 """
 from typing import Optional
 
@@ -63,7 +65,8 @@ onednn_linear.register_autograd(_backward, setup_context=_setup_context)
 def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``linear(x, weight)`` takes the oneDNN path."""
     return (_HAVE_ONEDNN and x.device.type == 'cpu' and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and not torch.is_autocast_enabled('cpu') and x.numel() >= MIN_ROWS * x.shape[-1])
+            and not torch.is_autocast_enabled('cpu') and x.numel() >= MIN_ROWS * x.shape[-1]
+            and not torch.jit.is_tracing())
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
