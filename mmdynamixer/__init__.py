@@ -12,9 +12,11 @@ __version__ = '0.1.0'
 __all__ = ['DynaMixerNet', 'arch_zoo']
 
 if find_spec('mmengine') is not None:
-    from . import engine  # registers TimmCosineLR, FiniteLossHook and ResumableEpochBasedTrainLoop
+    from . import engine  # registers its train loop, LR scheduler and hooks
     # mmengine checkpoints load weights-only wherever mmdynamixer is imported (custom_imports too).
     engine.runtime.allow_mmengine_checkpoint_types()
+if find_spec('mmcv') is not None:
+    from .datasets.loading import CheckedLoadImageFromFile  # noqa: F401  (registers the transform)
 if find_spec('mmpretrain') is not None:
     from .mmpretrain_backbone import DynaMixer  # noqa: F401
     __all__.append('DynaMixer')

@@ -1,16 +1,19 @@
-"""Fixes that make mmengine 0.10.7 run on today's torch and on machines without CUDA.
+"""Fixes that make mmengine 0.10.7 run on today's torch and on machines without CUDA, keep its
+checkpoints intact through a kill, and catch bad configs and data before training starts.
 
 Each fix is applied at the narrowest point that works, by :func:`prepare_runtime`, which the
 tools call before building the Runner.
 """
 import pickle
 import warnings
+from importlib.util import find_spec
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config
 
 from ..dense import check_neck_in_channels
+from .checkpoint import protect_checkpoints
 
 
 def _history_buffer_statistic(owner, name: str):
@@ -67,9 +70,22 @@ def amp_off_without_cuda(cfg: Config) -> None:
         wrapper['type'] = 'OptimWrapper'
 
 
+def _check_datasets(cfg: Config) -> None:
+    """Clear errors for image folders that cannot give samples and for skipping images at test time
+    (mmpretrain's folder datasets; the mmdet and mmseg datasets read annotation files)."""
+    if find_spec('mmpretrain') is None:
+        return
+    from ..datasets.checks import check_image_folders_when_scanned, check_unreadable_policies
+
+    check_image_folders_when_scanned()
+    check_unreadable_policies(cfg)
+
+
 def prepare_runtime(cfg: Config, launcher: str) -> None:
     """Apply the fixes a Runner built from ``cfg`` with ``launcher`` needs on this machine."""
     allow_mmengine_checkpoint_types()
+    protect_checkpoints(cfg)  # atomic saves, no silent fresh start on --resume, shape mismatches fail
+    _check_datasets(cfg)
     check_neck_in_channels(cfg)  # before the Runner: a mismatch would otherwise fail in the first forward
     amp_off_without_cuda(cfg)
     if launcher != 'none' and not torch.cuda.is_available():

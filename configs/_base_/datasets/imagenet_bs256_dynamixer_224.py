@@ -14,7 +14,8 @@ bgr_mean = data_preprocessor['mean'][::-1]
 bgr_std = data_preprocessor['std'][::-1]
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    # An unreadable image is skipped with a warning (another sample is drawn); evaluation stops at one.
+    dict(type='CheckedLoadImageFromFile', on_unreadable='skip'),
     # timm's interpolation='random': bilinear or bicubic with equal probability.
     dict(
         type='RandomChoice',
@@ -46,7 +47,7 @@ train_pipeline = [
 
 # Shorter side to floor(224 / crop_pct), bicubic, then the 224 centre crop (S and M: 248).
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='CheckedLoadImageFromFile', on_unreadable='error'),
     dict(type='ResizeEdge', scale=248, edge='short', backend='pillow', interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=224),
     dict(type='PackInputs'),
