@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from mmdynamixer.models import DynaMixerLayer, DynaMixerNet, DynaMixerOp, arch_zoo
-from mmdynamixer.models.fast_linear import linear, onednn_applies, onednn_linear
+from mmdynamixer.models.fast_linear import linear, linear_gelu, onednn_applies, onednn_linear, onednn_linear_gelu
 from release_reference import RefDynaMixer, RefLayer, RefOp
 
 # The spec's parameter counts (1000-class head), measured on the authors' release.
@@ -162,13 +162,35 @@ def test_fast_linear_matches_f_linear(in_features, out_features):
             assert_relatively_close(a.grad, e.grad, 1e-6, name)
 
 
+def test_fast_linear_residual_and_gelu():
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(2, 300, 12), torch.randn(10, 12), torch.randn(10)
+    residual = torch.randn(2, 300, 10)
+    leaves_ours = [t.clone().requires_grad_() for t in (x, weight, bias, residual)]
+    leaves_ref = [t.clone().requires_grad_() for t in (x, weight, bias, residual)]
+    out_ours = linear(*leaves_ours[:3], residual=leaves_ours[3])
+    out_ref = leaves_ref[3] + F.linear(*leaves_ref[:3])
+    assert_relatively_close(out_ours, out_ref, 1e-6, 'output')
+    grad_out = torch.randn_like(out_ref)
+    out_ours.backward(grad_out)
+    out_ref.backward(grad_out)
+    for a, e, name in zip(leaves_ours, leaves_ref, ('x', 'weight', 'bias', 'residual')):
+        assert_relatively_close(a.grad, e.grad, 1e-6, name)
+    with torch.no_grad():
+        assert_relatively_close(linear_gelu(x, weight, bias), F.gelu(F.linear(x, weight, bias)), 1e-6, 'gelu')
+    # With a gradient to compute, GELU stays a separate op that autograd differentiates.
+    assert linear_gelu(leaves_ours[0], weight, bias).grad_fn.name() == 'GeluBackward0'
+
+
 def test_onednn_linear_op_registration():
-    """Fake tensor, autograd and dispatcher registrations of the custom op agree with its eager kernel."""
+    """Fake tensor, autograd and dispatcher registrations of the custom ops agree with their eager kernels."""
     torch.manual_seed(0)
     x = torch.randn(300, 12, requires_grad=True)
     weight, bias = torch.randn(10, 12, requires_grad=True), torch.randn(10, requires_grad=True)
     torch.library.opcheck(onednn_linear, (x, weight, bias))
     torch.library.opcheck(onednn_linear, (x, weight, None))
+    torch.library.opcheck(onednn_linear, (x, weight, bias, torch.randn(300, 10, requires_grad=True)))
+    torch.library.opcheck(onednn_linear_gelu, (x.detach(), weight.detach(), bias.detach()))
 
 
 def test_fast_linear_leaves_autocast_and_other_dtypes_to_f_linear():
