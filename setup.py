@@ -26,6 +26,6 @@ setup(
             'regex',
         ],
         'demo': ['scikit-learn>=1.3'],
-        'tests': ['pytest>=7'],
+        'tests': ['pytest>=7', 'hypothesis>=6.100'],
     },
 )
