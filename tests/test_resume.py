@@ -19,13 +19,14 @@ class RandomSamples(Dataset):
         return index + float(np.random.rand()) + float(torch.rand(()))
 
 
-def make_loop(trained, seed=3):
+def make_loop(trained, seed=3, **loader_options):
     """A loop over 4 batches per epoch whose model records each batch and a draw of its own (like DropPath)."""
     model = SimpleNamespace(train=lambda: None,
                             train_step=lambda batch, optim_wrapper: trained.append((batch, torch.rand(3))) or {})
     runner = SimpleNamespace(seed=seed, model=model, optim_wrapper=None, call_hook=lambda *args, **kwargs: None,
                              visualizer=SimpleNamespace())
-    loader = DataLoader(RandomSamples(), batch_size=3)  # (the order across epochs is the sampler's business)
+    # (the order across epochs is the sampler's business)
+    loader = DataLoader(RandomSamples(), batch_size=3, **loader_options)
     return ResumableEpochBasedTrainLoop(runner, loader, max_epochs=2)
 
 
@@ -60,3 +61,12 @@ def test_checkpoint_outside_the_epoch_is_refused(iteration):
     with pytest.raises(RuntimeError, match=rf'iteration {iteration} of epoch 1, but an epoch has 4 iterations here '
                                            r'\(allowed: 4 to 7\)'):
         loop.run_epoch()
+
+
+def test_persistent_workers_are_warned_about(capsys):
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('test_resume_persistent')  # the 'current' logger, writing to the captured stdout
+    make_loop([], num_workers=1, persistent_workers=True)
+    out = capsys.readouterr().out
+    assert 'WARNING - train_dataloader.persistent_workers=True' in out
+    assert 'set persistent_workers=False for bit-identical resume' in out

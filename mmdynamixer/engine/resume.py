@@ -14,6 +14,7 @@ Mixup/CutMix draws, other stochastic-depth masks, more steps in that epoch. This
 Discarding costs the data loading of the part of the epoch already done, no forward or backward.
 """
 import itertools
+import logging
 import random
 
 import numpy as np
@@ -45,7 +46,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         if self.dataloader.num_workers > 0 and self.dataloader.persistent_workers:
             print_log('train_dataloader.persistent_workers=True: loader workers keep their random state across '
                       'epochs, so a resumed run will not augment exactly as an uninterrupted one would; set '
-                      'persistent_workers=False for bit-identical resume', logger='current', level='WARNING')
+                      'persistent_workers=False for bit-identical resume', logger='current', level=logging.WARNING)
 
     def run_epoch(self) -> None:
         """Train one epoch, or the rest of one after a resume."""
