@@ -55,7 +55,7 @@ class DynaMixerOp(nn.Module):
         windows = F.pad(x, (0, 0, 0, padded - length)).unflatten(-2, (num_windows, self.seq_len))
         valid = (torch.arange(padded, device=x.device) < length).view(num_windows, self.seq_len)
         mixed = self._mix_windows(windows, valid).flatten(-3, -2)
-        return self.out(mixed[..., :length, :])
+        return linear(mixed[..., :length, :], self.out.weight, self.out.bias)
 
     def mix_grid(self, x: torch.Tensor, code: torch.Tensor, dim: int) -> torch.Tensor:
         """The operation (``out`` included) along ``dim`` (1: columns, 2: rows) of a (B, H, W, D) map whose
@@ -93,14 +93,14 @@ class DynaMixerOp(nn.Module):
     def _mix_windows(self, x: torch.Tensor, valid: Optional[torch.Tensor]) -> torch.Tensor:
         """Mix (..., L, D) windows; ``valid`` (broadcastable to (..., L)) marks real tokens."""
         seq_len, segments = self.seq_len, self.num_segments
-        code = self.compress(x)
+        code = linear(x, self.compress.weight, self.compress.bias)
         code = code * valid.unsqueeze(-1).to(code.dtype)
         # (..., L, S*d) -> (..., S, L*d), token-major as the release flattens it.
         code = code.unflatten(-1, (segments, self.reduced_dim)).transpose(-3, -2).flatten(-2)
         # The mixing logits and their softmax in float32 even under autocast: a float16 ``generate``
         # output overflows for large activations, and no cast afterwards can undo that.
         with torch.autocast(x.device.type, enabled=False):
-            logits = F.linear(code.float(), self.generate.weight.float(), self.generate.bias.float())
+            logits = linear(code.float(), self.generate.weight.float(), self.generate.bias.float())
         logits = logits.unflatten(-1, (seq_len, seq_len))  # (..., S, L_src, L_dst)
         logits = logits.masked_fill(~valid[..., None, :, None], float('-inf'))
         weights = logits.softmax(dim=-2).to(x.dtype)
