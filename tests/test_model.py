@@ -114,6 +114,8 @@ def test_fast_layer_matches_release_forward_and_backward(dim, side, segments):
     reference = RefLayer(dim, side, segments, 2, 3).train()
     reference.load_state_dict(ours.state_dict())  # strict: same keys and shapes
     x = torch.randn(2, side, side, dim)
+    with torch.no_grad():  # the inference path fuses GELU into fc1
+        assert_relatively_close(ours(x), reference(x), 1e-5, 'inference output')
     x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
     out_ours, out_ref = ours(x_ours), reference(x_ref)
     assert_relatively_close(out_ours, out_ref, 1e-5, 'output')
