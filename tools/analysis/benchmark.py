@@ -1,14 +1,38 @@
-"""Images/s of DynaMixer against a straightforward re-implementation of the release, side by side.
+"""Images/s and peak memory of DynaMixer against a straightforward re-implementation of the release.
 
     python tools/analysis/benchmark.py --arch s --batch 8 [--mode infer train] [--precision fp32 bf16 fp16]
-                                       [--compile] [--device cpu|cuda] [--repeat 7] [--json out.json]
+                                       [--compile] [--device cpu|cuda] [--threads 2] [--repeat 7] [--json out.json]
 
-Both models hold the same weights; each measurement alternates ours and the reference, one timed
-step each, and reports medians, so drifts in machine load hit both alike. A training step is
-forward, backward and an AdamW step. Prints a markdown table (and JSON with --json).
+Speed: both models hold the same weights; each measurement alternates ours and the reference, one
+timed step each, and reports medians, so drifts in machine load hit both alike. A training step is
+forward, cross-entropy, backward and an AdamW step. bf16 and fp16 run the step under autocast.
+GFLOP/s counts 2 x the multiply-adds of mmengine's FlopAnalyzer per image (tools/analysis/get_flops.py),
+3 x that for a training step (the backward costs about twice the forward).
+
+Peak memory: what a step holds at its peak beyond the weights and the input batch (activations,
+gradients, AdamW's moments created by the first step, temporaries), measured on a step after --warmup
+steps and relative to the memory in use before the first one.
+- CUDA: torch.cuda.max_memory_allocated (reset before the measured step) minus memory_allocated
+  before the first step; ours and the reference in turn, in this process.
+- CPU: tensors come from malloc, which torch does not count, so each (arch, mode, precision,
+  implementation) runs in a fresh process (forked from a server that has only imported the modules)
+  and reports the kernel's peak resident set (VmHWM, reset to the current resident set after the
+  warm-up through /proc/self/clear_refs) minus the resident set after building the model and batch.
+  This is what the process really occupies, so it includes malloc's retained free memory and, with
+  --compile, the compiled code and its caches. Linux only.
+
+Prints a markdown table (and JSON with --json: the rows with every step time, plus the environment and
+the load average before and after). On a CPU that others use, pass --threads below the number of idle
+cores: torch's threads wait at every op for a descheduled sibling.
 """
 import argparse
+import concurrent.futures
+import datetime
+import gc
 import json
+import multiprocessing
+import os
+import platform
 import statistics
 import sys
 import time
@@ -19,9 +43,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'tests'))
 from release_reference import RefDynaMixer  # noqa: E402
 
-from mmdynamixer.models import DynaMixerNet, arch_zoo  # noqa: E402
+from mmdynamixer.analysis import arch_label, complexity, parse_arch  # noqa: E402
+from mmdynamixer.models import DynaMixerNet, resolve_arch  # noqa: E402
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+IMPLEMENTATIONS = ('ours', 'release')
+
+
+def build(implementation, arch, device):
+    if implementation == 'ours':
+        return DynaMixerNet(arch).to(device)
+    return RefDynaMixer(resolve_arch(arch)).to(device)
 
 
 def make_step(model, mode, precision, device, batch, size):
@@ -43,65 +75,154 @@ def make_step(model, mode, precision, device, batch, size):
     return step
 
 
+def prepare(model, mode, compile_model):
+    model.train(mode == 'train')
+    return torch.compile(model) if compile_model else model
+
+
 def timed(step, device):
     if device.type == 'cuda':
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
     step()
     if device.type == 'cuda':
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
-def main():
+def proc_status_kib(field):
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in KiB."""
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'/proc/self/status has no {field}')
+
+
+def peak_memory_mib(step, device, warmup):
+    """Peak memory of the step after ``warmup`` steps, over the memory in use before the first (MiB)."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        for _ in range(warmup):
+            step()
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    gc.collect()
+    base = proc_status_kib('VmRSS')
+    for _ in range(warmup):
+        step()
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # VmHWM := current VmRSS, so the warm-up's (and compilation's) peaks do not count
+    step()
+    return (proc_status_kib('VmHWM') - base) / 1024
+
+
+def cpu_peak_memory_mib(implementation, arch, mode, precision, args):
+    """Run in a fresh process: build one model and measure its step's peak resident memory."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device('cpu')
+    model = prepare(build(implementation, arch, device), mode, args.compile)
+    step = make_step(model, mode, precision, device, args.batch, args.size)
+    return peak_memory_mib(step, device, args.warmup)
+
+
+def environment(args, device):
+    if device.type == 'cuda':
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f'{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads'
+    return dict(device=name, torch=torch.__version__, date=datetime.datetime.now().isoformat(timespec='seconds'),
+                command=' '.join(sys.argv), loadavg_before=os.getloadavg())
+
+
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--arch', nargs='+', default=['s'], choices=sorted(arch_zoo))
+    parser.add_argument('--arch', nargs='+', default=['s'], help='s, m, l or a JSON arch dict')
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--size', type=int, default=224)
     parser.add_argument('--mode', nargs='+', default=['infer', 'train'], choices=['infer', 'train'])
     parser.add_argument('--precision', nargs='+', default=['fp32'], choices=sorted(DTYPES))
     parser.add_argument('--compile', action='store_true', help='torch.compile both models')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--repeat', type=int, default=7)
+    parser.add_argument('--threads', type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument('--warmup', type=int, default=2, help='untimed steps first (at least 1)')
+    parser.add_argument('--repeat', type=int, default=7, help='timed steps of each model (medians reported)')
     parser.add_argument('--json', help='also write the results here')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.warmup < 1:
+        parser.error(f'--warmup {args.warmup}: at least 1 is needed (the first step creates the optimizer state)')
+    try:
+        args.archs = [parse_arch(text) for text in args.arch]
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    env = environment(args, device)
+    if device.type == 'cpu':
+        # Fresh processes for the memory measurements, forked from a server that has imported the models
+        # (by name: Python 3.11's forkserver ignores a '__main__' preload).
+        context = multiprocessing.get_context('forkserver')
+        context.set_forkserver_preload(['mmdynamixer.analysis', 'release_reference'])
 
     rows = []
-    for arch in args.arch:
-        ours = DynaMixerNet(arch).to(device)
-        reference = RefDynaMixer(arch_zoo[arch]).to(device)
-        reference.load_state_dict(ours.state_dict())
+    for arch in args.archs:
+        flops = complexity(arch, args.size)['flops']
+        models = {name: build(name, arch, device) for name in IMPLEMENTATIONS}
+        models['release'].load_state_dict(models['ours'].state_dict())
         for mode in args.mode:
             for precision in args.precision:
-                models = {'ours': ours, 'release': reference}
-                for model in models.values():
-                    model.train(mode == 'train')
-                if args.compile:
-                    models = {k: torch.compile(m) for k, m in models.items()}
-                steps = {k: make_step(m, mode, precision, device, args.batch, args.size) for k, m in models.items()}
-                for _ in range(args.warmup):
-                    for step in steps.values():
-                        step()
-                times = {k: [] for k in steps}
+                prepared = {name: prepare(model, mode, args.compile) for name, model in models.items()}
+                steps = {name: make_step(model, mode, precision, device, args.batch, args.size)
+                         for name, model in prepared.items()}
+                if device.type == 'cuda':  # the memory pass warms up too
+                    memory = {name: peak_memory_mib(step, device, args.warmup) for name, step in steps.items()}
+                else:
+                    memory = {}
+                    for name in IMPLEMENTATIONS:
+                        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+                            memory[name] = pool.submit(cpu_peak_memory_mib, name, arch, mode, precision,
+                                                       args).result()
+                    for _ in range(args.warmup):
+                        for step in steps.values():
+                            step()
+                times = {name: [] for name in steps}
                 for _ in range(args.repeat):
                     for name, step in steps.items():
                         times[name].append(timed(step, device))
                 row = dict(arch=arch, mode=mode, precision=precision, compile=args.compile, batch=args.batch,
-                           size=args.size, device=str(device))
+                           size=args.size, gflops_per_image=flops / 1e9)
                 for name, values in times.items():
                     row[f'{name}_img_s'] = args.batch / statistics.median(values)
+                    row[f'{name}_peak_mib'] = memory[name]
+                    row[f'{name}_step_s'] = values
                 row['speedup'] = row['ours_img_s'] / row['release_img_s']
+                row['ours_gflop_s'] = row['ours_img_s'] * 2 * flops * (3 if mode == 'train' else 1) / 1e9
                 rows.append(row)
+    env['loadavg_after'] = os.getloadavg()
 
-    print(f'| arch | mode | precision | compile | batch | ours img/s | release img/s | ours / release |')
-    print('|---|---|---|---|---|---:|---:|---:|')
+    print(f"{env['device']}, torch {env['torch']}, {args.size} x {args.size}; medians of {args.repeat} steps "
+          f"after {args.warmup} warm-up; load average {env['loadavg_before'][0]:.2f} before, "
+          f"{env['loadavg_after'][0]:.2f} after\n")
+    print('| arch | mode | precision | compile | batch | ours img/s | release img/s | ours / release '
+          '| ours GFLOP/s | ours peak MiB | release peak MiB |')
+    print('|---|---|---|---|---|---:|---:|---:|---:|---:|---:|')
     for r in rows:
-        print(f"| {r['arch'].upper()} | {r['mode']} | {r['precision']} | {r['compile']} | {r['batch']} | "
-              f"{r['ours_img_s']:.2f} | {r['release_img_s']:.2f} | {r['speedup']:.2f} |")
+        print(f"| {arch_label(r['arch'])} | {r['mode']} | {r['precision']} | {r['compile']} | {r['batch']} "
+              f"| {r['ours_img_s']:.2f} | {r['release_img_s']:.2f} | {r['speedup']:.2f} | {r['ours_gflop_s']:.0f} "
+              f"| {r['ours_peak_mib']:.0f} | {r['release_peak_mib']:.0f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        Path(args.json).write_text(json.dumps(dict(environment=env, results=rows), indent=2))
 
 
 if __name__ == '__main__':
