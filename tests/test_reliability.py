@@ -39,7 +39,7 @@ def tiny_run_options(data: Path, work: Path) -> dict:
                'train_dataloader.batch_size': 8}
     for split in ('train', 'val', 'test'):
         options.update({f'{split}_dataloader.dataset.data_root': str(data), f'{split}_dataloader.num_workers': 0,
-                        f'{split}_dataloader.persistent_workers': False, f'{split}_dataloader.prefetch_factor': None})
+                        f'{split}_dataloader.persistent_workers': False})
     return options
 
 

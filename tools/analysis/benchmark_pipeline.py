@@ -223,7 +223,7 @@ def main(argv=None):
         loaders = [time_loader(dict(loader_cfg, num_workers=w), cfg.get('randomness', {}).get('seed'),
                                args.epochs) for w in args.workers]
         first_batch = next(iter(Runner.build_dataloader(
-            dict(loader_cfg, num_workers=0, persistent_workers=False, prefetch_factor=None))))
+            dict(loader_cfg, num_workers=0, persistent_workers=False))))
         preprocessor = time_preprocessor(cfg, first_batch, args.repeat)
     loadavg_after = os.getloadavg()
 

@@ -60,7 +60,6 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=256,
     num_workers=12,
-    prefetch_factor=2,
     pin_memory=True,
     # Fresh workers each epoch start from fixed seeds: what makes resume bit-identical (engine/resume.py).
     persistent_workers=False,
