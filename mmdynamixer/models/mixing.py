@@ -75,8 +75,8 @@ class DynaMixerOp(nn.Module):
         code = code.unflatten(-1, (segments, self.reduced_dim)).permute(order).flatten(-2)
         weight, bias = self._destination_major_generate()
         with torch.autocast(x.device.type, enabled=False):  # logits and softmax in float32, as in _mix_windows
-            logits = linear(code.float(), weight.float(), bias.float())
-        weights = logits.unflatten(-1, (seq_len, seq_len)).softmax(dim=-1).to(x.dtype)  # (..., L_dst, L_src)
+            weights = linear(code.float(), weight.float(), bias.float()).unflatten(-1, (seq_len, seq_len)).softmax(-1)
+        weights = weights.to(x.dtype)  # (..., L_dst, L_src)
         chunks = x.unflatten(-1, (segments, self.dim // segments)).permute(order)  # (..., S, L_src, D/S)
         inverse = (0, 1, 3, 2, 4) if dim == 2 else (0, 3, 1, 2, 4)
         mixed = torch.matmul(weights, chunks).permute(inverse).reshape(batch, height, width, self.dim)
