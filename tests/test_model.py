@@ -202,6 +202,8 @@ def test_fast_linear_leaves_autocast_and_other_dtypes_to_f_linear():
         assert linear(x, weight).dtype == torch.bfloat16
     assert not onednn_applies(x.double(), weight.double())
     assert not onednn_applies(x[:2], weight)  # too few rows to pay off
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert not onednn_applies(x, weight)
 
 
 def test_layer_compiles_as_one_graph():

@@ -8,7 +8,7 @@ full float32 (no reduced-precision math: results differ from MKL's by summation 
 custom op ``mmdynamixer::onednn_linear``, so that ``torch.compile`` keeps it as one opaque kernel. A
 residual is added in the matmul's epilogue, and ``linear_gelu`` applies GELU there when no gradient
 is needed.
-Anything else (CUDA, other dtypes, autocast, few rows, PyTorch without oneDNN) takes F.linear, and so
+Anything else (CUDA, other dtypes, autocast, few rows, oneDNN disabled or missing) takes F.linear, and so
 does TorchScript tracing, which FLOP counters (mmengine's FlopAnalyzer) and exporters use and which
 knows ``aten::linear`` but not this op.
 """
@@ -83,7 +83,8 @@ def _(x, weight, bias):
 
 def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``linear(x, weight)`` takes the oneDNN path."""
-    return (_HAVE_ONEDNN and x.device.type == 'cpu' and x.dtype == torch.float32 and weight.dtype == torch.float32
+    return (_HAVE_ONEDNN and torch.backends.mkldnn.enabled and x.device.type == 'cpu'
+            and x.dtype == torch.float32 and weight.dtype == torch.float32
             and not torch.is_autocast_enabled('cpu') and x.numel() >= MIN_ROWS * x.shape[-1]
             and not torch.jit.is_tracing())
 
