@@ -9,6 +9,12 @@ from torch import nn
 from .fast_linear import linear
 
 
+def _logits(code: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``generate``'s output in float32 at least (float64 stays float64), whatever autocast chose for ``code``."""
+    dtype = torch.promote_types(code.dtype, torch.float32)
+    return linear(code.to(dtype), weight.to(dtype), bias.to(dtype))
+
+
 class DynaMixerOp(nn.Module):
     """Mix the tokens of each sequence along dim -2 of an (..., N, D) tensor.
 
@@ -75,7 +81,7 @@ class DynaMixerOp(nn.Module):
         code = code.unflatten(-1, (segments, self.reduced_dim)).permute(order).flatten(-2)
         weight, bias = self._destination_major_generate()
         with torch.autocast(x.device.type, enabled=False):  # logits and softmax in float32, as in _mix_windows
-            weights = linear(code.float(), weight.float(), bias.float()).unflatten(-1, (seq_len, seq_len)).softmax(-1)
+            weights = _logits(code, weight, bias).unflatten(-1, (seq_len, seq_len)).softmax(-1)
         weights = weights.to(x.dtype)  # (..., L_dst, L_src)
         chunks = x.unflatten(-1, (segments, self.dim // segments)).permute(order)  # (..., S, L_src, D/S)
         inverse = (0, 1, 3, 2, 4) if dim == 2 else (0, 3, 1, 2, 4)
@@ -100,7 +106,7 @@ class DynaMixerOp(nn.Module):
         # The mixing logits and their softmax in float32 even under autocast: a float16 ``generate``
         # output overflows for large activations, and no cast afterwards can undo that.
         with torch.autocast(x.device.type, enabled=False):
-            logits = linear(code.float(), self.generate.weight.float(), self.generate.bias.float())
+            logits = _logits(code, self.generate.weight, self.generate.bias)
         logits = logits.unflatten(-1, (seq_len, seq_len))  # (..., S, L_src, L_dst)
         logits = logits.masked_fill(~valid[..., None, :, None], float('-inf'))
         weights = logits.softmax(dim=-2).to(x.dtype)
