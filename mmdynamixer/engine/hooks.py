@@ -16,7 +16,7 @@ class FiniteLossHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if not outputs:
             return
-        terms = {name: float(value) for name, value in outputs.items() if 'loss' in name}
+        terms = {name: float(value.detach()) for name, value in outputs.items() if 'loss' in name}
         if all(math.isfinite(v) for v in terms.values()):
             return
         listed = ', '.join(f'{name}={value:.6g}' for name, value in terms.items())
