@@ -105,6 +105,21 @@ def assert_relatively_close(actual: torch.Tensor, expected: torch.Tensor, tol: f
     assert error <= tol, f'{name}: relative error {error:.2e} > {tol:.0e}'
 
 
+def assert_matches_in_training(ours, reference, x, run_reference=None):
+    """Output within 1e-5 and gradients (input and every parameter) within 1e-4 of ``reference``, relative to
+    their size; ``run_reference(reference, x)`` computes the reference's output (default: ``reference(x)``)."""
+    run_reference = run_reference or (lambda module, inputs: module(inputs))
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_ours, out_ref = ours(x_ours), run_reference(reference, x_ref)
+    assert_relatively_close(out_ours, out_ref, 1e-5, 'output')
+    grad_out = torch.randn_like(out_ref)
+    out_ours.backward(grad_out)
+    out_ref.backward(grad_out)
+    assert_relatively_close(x_ours.grad, x_ref.grad, 1e-4, 'input')
+    for (name, p), q in zip(ours.named_parameters(), reference.parameters()):
+        assert_relatively_close(p.grad, q.grad, 1e-4, name)
+
+
 @pytest.mark.parametrize('dim,side,segments', [(192, 32, 8), (384, 16, 16)], ids=['stage1', 'stage4'])
 def test_fast_layer_matches_release_forward_and_backward(dim, side, segments):
     """A whole layer (norms, the block's fast path, MLP) at DynaMixer-S stage shapes: outputs within 1e-5 and
@@ -116,15 +131,7 @@ def test_fast_layer_matches_release_forward_and_backward(dim, side, segments):
     x = torch.randn(2, side, side, dim)
     with torch.no_grad():  # the inference path fuses GELU into fc1
         assert_relatively_close(ours(x), reference(x), 1e-5, 'inference output')
-    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_ours, out_ref = ours(x_ours), reference(x_ref)
-    assert_relatively_close(out_ours, out_ref, 1e-5, 'output')
-    grad_out = torch.randn_like(out_ref)
-    out_ours.backward(grad_out)
-    out_ref.backward(grad_out)
-    assert_relatively_close(x_ours.grad, x_ref.grad, 1e-4, 'input')
-    for (name, p), q in zip(ours.named_parameters(), reference.parameters()):
-        assert_relatively_close(p.grad, q.grad, 1e-4, name)
+    assert_matches_in_training(ours, reference, x)
 
 
 def test_windowed_op_over_whole_windows_matches_release_per_window():
@@ -133,16 +140,11 @@ def test_windowed_op_over_whole_windows_matches_release_per_window():
     op = perturbed(DynaMixerOp(dim=32, seq_len=8, num_segments=4, reduced_dim=2))
     reference = RefOp(32, 8, 4, 2)
     reference.load_state_dict(op.state_dict())
-    x = torch.randn(2, 24, 32)
-    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_ours, out_ref = op(x_ours), reference(x_ref.reshape(6, 8, 32)).reshape(2, 24, 32)
-    assert_relatively_close(out_ours, out_ref, 1e-5, 'output')
-    grad_out = torch.randn_like(out_ref)
-    out_ours.backward(grad_out)
-    out_ref.backward(grad_out)
-    assert_relatively_close(x_ours.grad, x_ref.grad, 1e-4, 'input')
-    for (name, p), q in zip(op.named_parameters(), reference.parameters()):
-        assert_relatively_close(p.grad, q.grad, 1e-4, name)
+
+    def per_window(module, x):
+        return module(x.reshape(6, 8, 32)).reshape(2, 24, 32)
+
+    assert_matches_in_training(op, reference, torch.randn(2, 24, 32), per_window)
 
 
 @pytest.mark.parametrize('in_features,out_features', [(48, 16), (16, 48)], ids=['narrow-out', 'wide-out'])
