@@ -1,8 +1,9 @@
 """DynaMixer (ICML 2022) for the OpenMMLab toolboxes and timm.
 
-``import mmdynamixer`` registers the ``DynaMixer`` backbone in mmpretrain's ``MODELS`` and the
-``dynamixer_s/m/l`` models in timm, each when that library is installed. The model itself
-(:mod:`mmdynamixer.models`) needs PyTorch only.
+``import mmdynamixer`` (what ``custom_imports=dict(imports=['mmdynamixer'])`` does) registers, for each library
+that is installed: the ``DynaMixer`` backbone in mmpretrain's ``MODELS``, the runner, loop, hooks and scheduler
+in mmengine's registries, the checked datasets and transforms, ``StrideFPNHead`` in mmseg's ``MODELS``, and the
+``dynamixer_s/m/l`` models in timm. The model itself (:mod:`mmdynamixer.models`) needs PyTorch only.
 """
 from importlib.util import find_spec
 
@@ -12,13 +13,14 @@ __version__ = '0.1.0'
 __all__ = ['DynaMixerNet', 'arch_zoo']
 
 if find_spec('mmengine') is not None:
-    from . import engine  # registers its train loop, LR scheduler and hooks
+    from . import engine
     # mmengine checkpoints load weights-only wherever mmdynamixer is imported (custom_imports too).
-    engine.runtime.allow_mmengine_checkpoint_types()
-if find_spec('mmcv') is not None:
-    from .datasets.loading import CheckedLoadImageFromFile  # noqa: F401  (registers the transform)
+    engine.allow_mmengine_checkpoint_types()
 if find_spec('mmpretrain') is not None:
-    from .mmpretrain_backbone import DynaMixer  # noqa: F401
+    from . import datasets  # noqa: F401
+    from .integrations.mmpretrain import DynaMixer  # noqa: F401
     __all__.append('DynaMixer')
+if find_spec('mmseg') is not None:
+    from .integrations import mmseg  # noqa: F401
 if find_spec('timm') is not None:
-    from . import timm_models  # noqa: F401
+    from .integrations import timm  # noqa: F401

@@ -1,27 +1,19 @@
+"""Fixtures shared by the tests. Helpers shared with the benchmarks live in ``mmdynamixer.testing``."""
 import os
+import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from mmdynamixer.testing import write_image_folder
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))  # release_reference
 
 
-def write_image_folder(root: Path, num_classes: int = 4, per_class: int = 8, size: int = 56, seed: int = 0) -> Path:
-    """A tiny ImageNet-style folder (train/ and val/ of <wnid>/*.JPEG) of random class-coloured images."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for split in ('train', 'val'):
-        for c in range(num_classes):
-            folder = root / split / f'n{c:08d}'
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 64, (size, size, 3)) + np.array([60 * c, 40, 200 - 40 * c])
-                Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f'{split}_{c}_{i}.JPEG')
-    return root
+@pytest.fixture(scope='session')
+def repo() -> Path:
+    return REPO
 
 
 @pytest.fixture(scope='session')
@@ -30,13 +22,21 @@ def tiny_imagenet(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope='session')
-def repo() -> Path:
-    return REPO
+def digits(tmp_path_factory) -> Path:
+    """scikit-learn's digits written by the demo's own tool, as ``<tmp>/data/digits`` (the digits config's
+    data_root is ``data/digits``, relative to the working directory)."""
+    cwd = tmp_path_factory.mktemp('digits_run')
+    subprocess.run([sys.executable, str(REPO / 'tools/demo/prepare_digits.py'), str(cwd / 'data/digits')],
+                   check=True, capture_output=True)
+    return cwd / 'data/digits'
 
 
-def run_env() -> dict:
-    """Environment for tool subprocesses: the interpreter running the tests, few threads."""
+@pytest.fixture
+def tool_env():
+    """Environment for tool subprocesses: this interpreter's folder first on PATH (the toolboxes' shell scripts
+    call ``python``), PYTHON for ours, one thread per process."""
     env = dict(os.environ)
     env['PYTHON'] = sys.executable
+    env['PATH'] = f'{Path(sys.executable).parent}{os.pathsep}{env.get("PATH", "")}'
     env['OMP_NUM_THREADS'] = '1'
     return env

@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import REPO, run_env
 from mmdynamixer.models import DynaMixerNet
-from test_model import TINY_ARCH
+from mmdynamixer.testing import TINY_ARCH
 
 TOOLS = REPO / 'tools' / 'analysis'
 # Wide enough that AdamW's state (2 x 4 bytes per parameter, ~9 MiB) stands well above page-level noise.

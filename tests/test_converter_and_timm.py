@@ -7,11 +7,11 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmdynamixer.converters import release_to_mmpretrain
+from mmdynamixer.checkpoints import release_to_mmpretrain
 from mmdynamixer.models import arch_zoo
-from release_reference import RefDynaMixer
-from test_mmpretrain import build_model
-from test_model import TINY_ARCH, perturbed
+from mmdynamixer.testing.release_reference import RefDynaMixer
+from mmdynamixer.testing import build_mmpretrain_model as build_model
+from mmdynamixer.testing import TINY_ARCH, perturbed
 
 CONVERTER = 'tools/model_converters/dynamixer_to_mmpretrain.py'
 

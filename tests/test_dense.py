@@ -14,9 +14,9 @@ import torch
 from mmengine.config import Config
 
 from conftest import REPO, run_env
-from mmdynamixer.dense import backbone_out_channels, backbone_out_strides, check_neck_in_channels
+from mmdynamixer.engine.checks import backbone_out_channels, backbone_out_strides, check_neck_in_channels
 from mmdynamixer.models import DynaMixerNet
-from test_model import TINY_ARCH
+from mmdynamixer.testing import TINY_ARCH
 
 CONFIG_DIR = REPO / 'configs' / 'dynamixer'
 DET_CONFIGS = [f'{det}_dynamixer-{a}_fpn_1x_coco.py' for det in ('retinanet', 'mask-rcnn') for a in 'sml']
@@ -143,7 +143,7 @@ def test_config_builds_with_real_strides(name):
 def test_pretrained_classifier_loads_into_dense_backbone(name, tmp_path):
     """The configs' init_cfg (Pretrained, prefix 'backbone.') loads a converted classifier checkpoint: every
     backbone tensor comes from it except the new output norms."""
-    from mmdynamixer.converters import release_to_mmpretrain
+    from mmdynamixer.checkpoints import release_to_mmpretrain
     torch.manual_seed(0)
     release = DynaMixerNet(TINY_ARCH, num_classes=10).state_dict()
     checkpoint = tmp_path / 'dynamixer-tiny_in1k.pth'

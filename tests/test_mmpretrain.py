@@ -5,7 +5,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from test_model import TINY_ARCH
+from mmdynamixer.testing import TINY_ARCH
 
 # The classification configs (the dense ones are built by test_dense.py with their toolboxes).
 CONFIGS = sorted(str(p) for p in (Path(__file__).parents[1] / 'configs/dynamixer').glob('dynamixer-*.py'))

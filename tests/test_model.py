@@ -4,25 +4,12 @@ import torch
 import torch.nn.functional as F
 
 from mmdynamixer.models import DynaMixerLayer, DynaMixerNet, DynaMixerOp, arch_zoo
-from mmdynamixer.models.fast_linear import linear, linear_gelu, onednn_applies, onednn_linear, onednn_linear_gelu
-from release_reference import RefDynaMixer, RefLayer, RefOp
+from mmdynamixer.ops.onednn_linear import linear, linear_gelu, onednn_applies, onednn_linear, onednn_linear_gelu
+from mmdynamixer.testing import TINY_ARCH, perturbed
+from mmdynamixer.testing.release_reference import RefDynaMixer, RefLayer, RefOp
 
 # The spec's parameter counts (1000-class head), measured on the authors' release.
 RELEASE_PARAMS_M = {'s': 26.27, 'm': 57.13, 'l': 97.82}
-
-TINY_ARCH = dict(layers=[1, 1, 1, 1], embed_dims=[16, 32, 32, 32], resolutions=[8, 4, 4, 4],
-                 num_segments=[2, 4, 4, 4], reduced_dims=[2, 2, 2, 2],
-                 transitions=[True, False, False, False], mlp_ratios=[3, 3, 3, 3])
-
-
-def perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Move every parameter off its initial value so zero biases and unit norms hide no bug."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
-    return model.eval()
-
 
 @pytest.mark.parametrize('arch', ['s', 'm', 'l'])
 def test_param_count_matches_release(arch):

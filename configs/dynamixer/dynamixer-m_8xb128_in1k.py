@@ -5,3 +5,5 @@ model = dict(backbone=dict(arch='m', drop_path_rate=0.1), head=dict(in_channels=
 train_dataloader = dict(batch_size=128)
 val_dataloader = dict(batch_size=128)
 test_dataloader = val_dataloader
+# The release keeps lr 2e-3 at 8 x 128 images.
+auto_scale_lr = dict(base_batch_size=1024)

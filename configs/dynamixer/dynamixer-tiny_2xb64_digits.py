@@ -1,5 +1,5 @@
 # The embedded demo: the DynaMixer-S recipe on scikit-learn's handwritten digits (written out by
-# tools/dataset_converters/prepare_digits.py as an ImageNet-style folder), 2 CPU processes.
+# tools/demo/prepare_digits.py as an ImageNet-style folder), 2 CPU processes.
 # Only what the small data and a few CPU minutes need differs from the S recipe (see below).
 _base_ = ['./dynamixer-s_8xb256_in1k.py']
 
@@ -58,14 +58,14 @@ train_dataloader = dict(
     batch_size=64,
     num_workers=1,
     pin_memory=False,
-    dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='train',
+    dataset=dict(type='CheckedCustomDataset', data_root=data_root, data_prefix='train',
                  pipeline=train_pipeline, _delete_=True),
 )
 val_dataloader = dict(
     batch_size=128,
     num_workers=1,
     pin_memory=False,
-    dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='val', pipeline=test_pipeline,
+    dataset=dict(type='CheckedCustomDataset', data_root=data_root, data_prefix='val', pipeline=test_pipeline,
                  _delete_=True),
 )
 test_dataloader = val_dataloader
@@ -73,7 +73,7 @@ val_evaluator = dict(type='Accuracy', topk=(1,))
 test_evaluator = val_evaluator
 
 # 100 epochs of 12 iterations with the same warm-up + cosine shape; an EMA that averages over ~50
-# steps rather than ~25k. (Without CUDA the tools train the recipe's AMP in float32.)
+# steps rather than ~25k. (Without CUDA, DynaMixerRunner trains the recipe's AMP in float32.)
 param_scheduler = [
     dict(type='TimmCosineLR', t_initial=100, eta_min=1e-5, warmup_steps=5, warmup_init=1e-6,
          by_epoch=True, begin=0, end=100),

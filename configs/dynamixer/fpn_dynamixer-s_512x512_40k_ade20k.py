@@ -12,8 +12,8 @@ _base_ = [
     'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_40k.py',
+    '../_base_/dynamixer_runtime.py',
 ]
-custom_imports = dict(imports=['mmdynamixer', 'mmdynamixer.mmseg_heads'], allow_failed_imports=False)
 
 # An ImageNet-1k classifier converted by tools/model_converters/dynamixer_to_mmpretrain.py.
 pretrained = 'checkpoints/dynamixer-s_in1k.pth'
@@ -52,3 +52,5 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1000),
     dict(type='PolyLR', eta_min=0.0, power=0.9, by_epoch=False, begin=1000, end=40000),
 ]
+# Checkpoints written atomically, the oldest removed only after the new one is complete.
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -15,8 +15,8 @@ _base_ = [
     'mmdet::_base_/datasets/coco_detection.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
+    '../_base_/dynamixer_runtime.py',
 ]
-custom_imports = dict(imports=['mmdynamixer'], allow_failed_imports=False)
 
 # An ImageNet-1k classifier converted by tools/model_converters/dynamixer_to_mmpretrain.py.
 pretrained = 'checkpoints/dynamixer-s_in1k.pth'
@@ -47,3 +47,5 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
+# Checkpoints written atomically, the oldest removed only after the new one is complete.
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

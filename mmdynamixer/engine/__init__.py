@@ -1,10 +1,12 @@
-"""Training-time pieces: the release's LR schedule, a finite-loss guard, a loop that resumes exactly, safe
-checkpoints and the runtime fixes the tools apply."""
-from .checkpoint import CheckpointShapeCheckHook
-from .hooks import FiniteLossHook
-from .resume import ResumableEpochBasedTrainLoop
-from .runtime import prepare_runtime
+"""What the project's configs name for training, registered in mmengine's registries on import: the runner
+(``runner_type``), the exactly resuming loop (``train_cfg.type``), the hooks, the release's LR schedule, the
+atomic file backend; plus weights-only loading of mmengine checkpoints."""
+from .checkpoint_files import AtomicLocalBackend
+from .hooks import AtomicCheckpointHook, CheckpointShapeCheckHook, FiniteLossHook
+from .loops import ResumableEpochBasedTrainLoop
+from .runner import DynaMixerRunner
 from .schedulers import TimmCosineLR
+from .serialization import allow_mmengine_checkpoint_types
 
-__all__ = ['CheckpointShapeCheckHook', 'FiniteLossHook', 'ResumableEpochBasedTrainLoop', 'TimmCosineLR',
-           'prepare_runtime']
+__all__ = ['AtomicCheckpointHook', 'AtomicLocalBackend', 'CheckpointShapeCheckHook', 'DynaMixerRunner',
+           'FiniteLossHook', 'ResumableEpochBasedTrainLoop', 'TimmCosineLR', 'allow_mmengine_checkpoint_types']

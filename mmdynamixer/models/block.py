@@ -3,7 +3,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .fast_linear import linear, linear_gelu
+from ..ops.onednn_linear import linear, linear_gelu
 from .mixing import DynaMixerOp
 
 

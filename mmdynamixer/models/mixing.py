@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast_linear import linear
+from ..ops.onednn_linear import linear
 
 
 def _logits(code: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -40,11 +40,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'tests'))
-from release_reference import RefDynaMixer  # noqa: E402
-
-from mmdynamixer.analysis import arch_label, complexity, parse_arch  # noqa: E402
-from mmdynamixer.models import DynaMixerNet, resolve_arch  # noqa: E402
+from mmdynamixer.analysis import arch_label, complexity, parse_arch
+from mmdynamixer.models import DynaMixerNet, resolve_arch
+from mmdynamixer.testing.release_reference import RefDynaMixer
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 IMPLEMENTATIONS = ('ours', 'release')
@@ -173,7 +171,7 @@ def main(argv=None):
         # Fresh processes for the memory measurements, forked from a server that has imported the models
         # (by name: Python 3.11's forkserver ignores a '__main__' preload).
         context = multiprocessing.get_context('forkserver')
-        context.set_forkserver_preload(['mmdynamixer.analysis', 'release_reference'])
+        context.set_forkserver_preload(['mmdynamixer.analysis', 'mmdynamixer.testing.release_reference'])
 
     rows = []
     for arch in args.archs:

@@ -9,17 +9,13 @@ markdown table, one column pair per model. The profiler adds a little time per o
 somewhat above an unprofiled step (``tools/analysis/benchmark.py`` times those).
 """
 import argparse
-import sys
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'tests'))
-from release_reference import RefDynaMixer  # noqa: E402
-
-from mmdynamixer.models import DynaMixerNet, arch_zoo  # noqa: E402
+from mmdynamixer.models import DynaMixerNet, arch_zoo
+from mmdynamixer.testing.release_reference import RefDynaMixer
 
 CATEGORIES = ('matmul', 'conv', 'layernorm', 'gelu', 'softmax', 'copy/permute', 'elementwise', 'optimizer', 'other')
 # Ops by category, matched on the op name without its namespace.

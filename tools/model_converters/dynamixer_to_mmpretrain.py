@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from mmdynamixer.converters import release_state_dict, release_to_mmpretrain
+from mmdynamixer.checkpoints import release_state_dict, release_to_mmpretrain
 
 
 def main():

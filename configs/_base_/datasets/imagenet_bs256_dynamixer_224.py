@@ -2,7 +2,8 @@
 # data/imagenet in the folder layout (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG) or mmpretrain's
 # annotation-file layout (meta/train.txt, meta/val.txt beside train/ and val/): ImageNet picks
 # meta/<split>.txt when it exists and scans the class folders otherwise.
-dataset_type = 'ImageNet'
+# CheckedImageNet: mmpretrain's ImageNet that checks the folder before scanning it (mmdynamixer/datasets).
+dataset_type = 'CheckedImageNet'
 data_root = 'data/imagenet'
 data_preprocessor = dict(
     num_classes=1000,

@@ -1,6 +1,4 @@
 # DynaMixer-S classifier as released: backbone, final norm, mean over tokens, linear head.
-custom_imports = dict(imports=['mmdynamixer'], allow_failed_imports=False)
-
 model = dict(
     type='ImageClassifier',
     backbone=dict(type='DynaMixer', arch='s', drop_path_rate=0.1, out_indices=-1, final_norm=True),

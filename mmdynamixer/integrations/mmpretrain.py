@@ -7,7 +7,7 @@ import torch
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
-from .models.dynamixer import DynaMixerNet, arch_zoo
+from ..models.dynamixer import DynaMixerNet, arch_zoo
 
 
 @MODELS.register_module()

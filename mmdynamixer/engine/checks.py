@@ -1,15 +1,16 @@
-"""Config checks for dense prediction (mmdet, mmseg) with a DynaMixer backbone.
+"""Checks of a whole config that fail at once, before the Runner builds anything, with a clear message.
 
-A neck whose ``in_channels`` disagree with the backbone's outputs otherwise fails deep inside the
-first forward pass (an FPN assertion or a conv shape error) after the whole Runner is built. Call
-:func:`check_neck_in_channels` on the merged config before building the Runner to fail at once
-with both channel lists in the message. Needs only PyTorch (no toolbox imports).
+:class:`~mmdynamixer.engine.DynaMixerRunner` runs :func:`check_config` on the config it is built from. A neck
+whose ``in_channels`` disagree with a DynaMixer backbone's outputs would otherwise fail deep inside the first
+forward pass (an FPN assertion or a conv shape error); a test-time dataset told to skip unreadable images
+would fail at the first such image with mmengine's "Test time pipline should not get `None` data_sample".
 """
-from typing import List, Mapping, Optional, Sequence, Tuple
+from typing import Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from .models.dynamixer import DynaMixerNet, resolve_arch, stage_strides
+from ..models.dynamixer import DynaMixerNet, resolve_arch, stage_strides
 
-__all__ = ['backbone_out_channels', 'backbone_out_strides', 'check_neck_in_channels', 'is_dynamixer_backbone']
+__all__ = ['backbone_out_channels', 'backbone_out_strides', 'check_config', 'check_neck_in_channels',
+           'check_unreadable_policies', 'is_dynamixer_backbone']
 
 
 def is_dynamixer_backbone(backbone_cfg: Optional[Mapping]) -> bool:
@@ -24,7 +25,7 @@ def is_dynamixer_backbone(backbone_cfg: Optional[Mapping]) -> bool:
 
 def _arch_and_indices(backbone_cfg: Mapping) -> Tuple[dict, Tuple[int, ...]]:
     arch = resolve_arch(backbone_cfg.get('arch', 's'))
-    # The backbone's defaults (mmdynamixer.mmpretrain_backbone.DynaMixer): arch 's', out_indices -1.
+    # The backbone's defaults (mmdynamixer.integrations.mmpretrain.DynaMixer): arch 's', out_indices -1.
     indices = DynaMixerNet._resolve_out_indices(backbone_cfg.get('out_indices', -1), len(arch['layers']))
     return arch, indices
 
@@ -91,3 +92,32 @@ def check_neck_in_channels(cfg: Mapping) -> None:
     if expected != wanted:
         raise ValueError(f'{where} has in_channels={expected}, but the backbone {_describe(backbone)} returns maps '
                          f'with channels {outputs}. Set in_channels={wanted} (or change out_indices).')
+
+
+def _datasets(dataset_cfg) -> Iterator[dict]:
+    """A dataset config and the configs it wraps (RepeatDataset, ConcatDataset, ...)."""
+    if not isinstance(dataset_cfg, dict):
+        return
+    yield dataset_cfg
+    yield from _datasets(dataset_cfg.get('dataset'))
+    for inner in dataset_cfg.get('datasets') or []:
+        yield from _datasets(inner)
+
+
+def check_unreadable_policies(cfg) -> None:
+    """A dataset in test mode cannot skip a sample (mmengine fails with 'Test time pipline should not get
+    `None` data_sample'): refuse ``on_unreadable='skip'`` there, naming the dataloader."""
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        for dataset in _datasets((cfg.get(loader) or {}).get('dataset')):
+            if not dataset.get('test_mode'):
+                continue
+            for transform in dataset.get('pipeline') or []:
+                if isinstance(transform, dict) and transform.get('on_unreadable') == 'skip':
+                    raise ValueError(f"{loader}: {transform['type']} has on_unreadable='skip' in a dataset with "
+                                     f"test_mode=True, which cannot skip a sample; use on_unreadable='error' there")
+
+
+def check_config(cfg: Mapping) -> None:
+    """Every check above, on the merged config."""
+    check_neck_in_channels(cfg)
+    check_unreadable_policies(cfg)

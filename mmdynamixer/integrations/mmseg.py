@@ -4,8 +4,7 @@ mmseg's ``FPNHead`` gives level i ``int(log2(stride_i) - log2(stride_0))`` conv 
 DynaMixer's strides 7, 14, 28, 56 the float differences are 1, 1.9999999999999996, 2.9999999999999996,
 so ``int`` builds 1, 1, 1, 2 steps instead of 1, 1, 2, 3 (the missing 2x is then made up by one bilinear
 resize, and the coarse levels lose their conv stages). ``StrideFPNHead`` takes the real strides and builds
-the head from their exact power-of-two ratios. Import with
-``custom_imports=dict(imports=['mmdynamixer', 'mmdynamixer.mmseg_heads'])``.
+the head from their exact power-of-two ratios. Registered by ``import mmdynamixer`` when mmseg is installed.
 """
 import math
 from typing import Sequence

@@ -18,7 +18,7 @@ class CheckedLoadImageFromFile(LoadImageFromFile):
         on_unreadable (str): ``'error'`` raises an error naming the file. ``'skip'`` logs a warning with
             the file and the number skipped so far by this process and returns None, so the training
             dataset (mmengine's ``BaseDataset``) draws another sample instead. A dataset in test mode
-            cannot skip: ``prepare_runtime`` refuses that configuration.
+            cannot skip: ``DynaMixerRunner`` refuses that configuration.
         **kwargs: ``LoadImageFromFile``'s arguments, except ``ignore_empty`` (which skips silently).
     """
 

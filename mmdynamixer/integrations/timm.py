@@ -8,8 +8,8 @@ mmpretrain checkpoint of this project, mapped back by :func:`checkpoint_filter_f
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from .converters import mmpretrain_to_release, release_state_dict
-from .models.dynamixer import DynaMixerNet
+from ..checkpoints import mmpretrain_to_release, release_state_dict
+from ..models.dynamixer import DynaMixerNet
 
 
 def checkpoint_filter_fn(state_dict: dict, model: DynaMixerNet) -> dict:

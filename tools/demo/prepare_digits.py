@@ -1,4 +1,6 @@
-"""scikit-learn's bundled handwritten digits (1797 8x8 images, 10 classes) as an ImageNet-style folder."""
+"""Write scikit-learn's bundled handwritten digits (1797 8x8 images, 10 classes) as an ImageNet-style folder,
+the demo's data: python tools/demo/prepare_digits.py data/digits."""
+import argparse
 import os.path as osp
 import shutil
 from pathlib import Path
@@ -36,3 +38,17 @@ def write_digits_folder(root: str, image_size: int = 56, val_fraction: float = 0
     shutil.rmtree(final, ignore_errors=True)
     root.rename(final)
     return counts
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('out', help='output folder (train/ and val/ are written inside)')
+    parser.add_argument('--image-size', type=int, default=56)
+    parser.add_argument('--val-fraction', type=float, default=0.2)
+    args = parser.parse_args()
+    counts = write_digits_folder(args.out, args.image_size, args.val_fraction)
+    print(f'wrote {counts["train"]} training and {counts["val"]} held-out images under {args.out}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,102 @@
+"""``DynaMixerRunner``: mmengine's Runner with the project's run-time protections, named by a config's
+``runner_type`` and so built by any OpenMMLab tool (mmpretrain's, mmdet's and mmseg's ``tools/train.py``,
+``mim train``, or ours)."""
+import logging
+import warnings
+
+import torch
+import torch.distributed as dist
+from mmengine.logging import print_log
+from mmengine.optim import AmpOptimWrapper
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from .checkpoint_files import find_resumable_checkpoint
+from .checks import check_config
+
+
+# Hooks every run gets: a NaN/inf loss stops training before it is checkpointed; a checkpoint whose tensors do
+# not fit the model fails the load instead of mmengine's warning.
+PROTECTIVE_HOOKS = ('FiniteLossHook', 'CheckpointShapeCheckHook')
+
+
+def _hook_type(hook) -> str:
+    """The class name a hook config or hook names (``'mmengine.EMAHook'`` -> ``'EMAHook'``)."""
+    if isinstance(hook, dict):
+        kind = hook.get('type')
+        return kind.__name__ if isinstance(kind, type) else str(kind).split('.')[-1]
+    return type(hook).__name__
+
+
+def _is_amp(optim_wrapper) -> bool:
+    kind = optim_wrapper.get('type') if isinstance(optim_wrapper, dict) else None
+    if isinstance(kind, type):
+        return issubclass(kind, AmpOptimWrapper)
+    return isinstance(kind, str) and kind.split('.')[-1] == 'AmpOptimWrapper'
+
+
+@RUNNERS.register_module()
+class DynaMixerRunner(Runner):
+    """mmengine's ``Runner`` (same arguments) that
+
+    - checks the config before building anything (:func:`~mmdynamixer.engine.checks.check_config`);
+    - resumes (``--resume`` without a path) from the checkpoint ``last_checkpoint`` names if it is intact, else
+      from the newest intact one beside it, or stops listing each file and why
+      (:func:`~mmdynamixer.engine.checkpoint_files.find_resumable_checkpoint`), instead of failing on a
+      truncated newest checkpoint;
+    - trains the config's mixed precision (``AmpOptimWrapper``, or ``--amp``) in float32, with a warning, where no
+      CUDA device exists (mmengine's ``AmpOptimWrapper`` asserts one);
+    - runs ``--launcher pytorch`` without CUDA: starts the process group with gloo and wraps DDP without device
+      ids (mmengine's launcher calls ``torch.cuda.set_device`` and its DDP wrapper passes ``device_ids``);
+    - registers :class:`~mmdynamixer.engine.hooks.FiniteLossHook` and
+      :class:`~mmdynamixer.engine.hooks.CheckpointShapeCheckHook` unless the config's ``default_hooks`` or
+      ``custom_hooks`` list them (set them there to change their priority).
+
+    Select it with ``runner_type = 'DynaMixerRunner'`` (``configs/_base_/dynamixer_runtime.py``).
+    """
+
+    def __init__(self, *args, cfg=None, **kwargs):
+        if cfg is not None:
+            check_config(cfg)
+        super().__init__(*args, cfg=cfg, **kwargs)
+
+    def register_hooks(self, default_hooks=None, custom_hooks=None) -> None:
+        custom_hooks = list(custom_hooks or [])
+        listed = {_hook_type(hook) for hook in [*custom_hooks, *(default_hooks or {}).values()] if hook is not None}
+        custom_hooks += [dict(type=name) for name in PROTECTIVE_HOOKS if name not in listed]
+        super().register_hooks(default_hooks, custom_hooks)
+
+    def setup_env(self, env_cfg: dict) -> None:
+        if self.distributed and not torch.cuda.is_available() and not dist.is_initialized():
+            if self.launcher != 'pytorch':
+                raise RuntimeError(f'launcher={self.launcher!r} without CUDA is not supported; use the pytorch '
+                                   f'launcher (tools/dist_train.sh), which falls back to gloo on CPU')
+            timeout = (env_cfg.get('dist_cfg') or {}).get('timeout')
+            dist.init_process_group(backend='gloo', **({} if timeout is None else dict(timeout=timeout)))
+        super().setup_env(env_cfg)
+
+    def wrap_model(self, model_wrapper_cfg, model):
+        if self.distributed and not torch.cuda.is_available():
+            model_wrapper_cfg = dict(model_wrapper_cfg or dict(
+                type='MMDistributedDataParallel', broadcast_buffers=False,
+                find_unused_parameters=self.cfg.get('find_unused_parameters', False)))
+            model_wrapper_cfg['device_ids'] = None
+        return super().wrap_model(model_wrapper_cfg, model)
+
+    def build_optim_wrapper(self, optim_wrapper):
+        if _is_amp(optim_wrapper) and not torch.cuda.is_available():
+            warnings.warn(f'optim_wrapper.type={optim_wrapper["type"]!r} (mixed precision) needs CUDA and none is '
+                          f'available: training in float32 with OptimWrapper instead')
+            optim_wrapper = {key: value for key, value in optim_wrapper.items()
+                             if key not in ('loss_scale', 'dtype', 'use_fsdp')}
+            optim_wrapper['type'] = 'OptimWrapper'
+        return super().build_optim_wrapper(optim_wrapper)
+
+    def load_or_resume(self) -> None:
+        if not self._has_loaded and self._resume and self._load_from is None:
+            self._load_from = find_resumable_checkpoint(self.work_dir)
+            if self._load_from is None:
+                self._resume = False
+            else:
+                print_log(f'Resuming from {self._load_from}', logger='current', level=logging.INFO)
+        super().load_or_resume()
