@@ -1,5 +1,4 @@
 """Fixtures shared by the tests. Helpers shared with the benchmarks live in ``mmdynamixer.testing``."""
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,14 +28,3 @@ def digits(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, str(REPO / 'tools/demo/prepare_digits.py'), str(cwd / 'data/digits')],
                    check=True, capture_output=True)
     return cwd / 'data/digits'
-
-
-@pytest.fixture
-def tool_env():
-    """Environment for tool subprocesses: this interpreter's folder first on PATH (the toolboxes' shell scripts
-    call ``python``), PYTHON for ours, one thread per process."""
-    env = dict(os.environ)
-    env['PYTHON'] = sys.executable
-    env['PATH'] = f'{Path(sys.executable).parent}{os.pathsep}{env.get("PATH", "")}'
-    env['OMP_NUM_THREADS'] = '1'
-    return env

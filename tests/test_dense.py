@@ -13,15 +13,15 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import REPO, run_env
 from mmdynamixer.engine.checks import backbone_out_channels, backbone_out_strides, check_neck_in_channels
 from mmdynamixer.models import DynaMixerNet
-from mmdynamixer.testing import TINY_ARCH
+from mmdynamixer.testing import TINY_ARCH, tool_env, upstream_tool
 
+REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / 'configs' / 'dynamixer'
 DET_CONFIGS = [f'{det}_dynamixer-{a}_fpn_1x_coco.py' for det in ('retinanet', 'mask-rcnn') for a in 'sml']
-SEG_CONFIGS = [f'{seg}_dynamixer-{a}_512x512_{it}_ade20k.py' for seg, it in (('upernet', '160k'), ('fpn', '40k'))
-               for a in 'sml']
+SEG_CONFIGS = [f'{seg}_dynamixer-{a}_{schedule}_ade20k-512x512.py'
+               for seg, schedule in (('upernet', '8xb2-160k'), ('fpn', '8xb4-40k')) for a in 'sml']
 # The S layout (transition after stage 0: strides 7, 14, 14, 14) at a few CPU seconds.
 # The stage each dense config reads at stride 7 and at stride 14, and those stages' channels.
 DENSE_OUTPUTS = {'s': ((0, 3), [192, 384]), 'm': ((1, 3), [256, 512]), 'l': ((0, 3), [256, 512])}
@@ -232,10 +232,10 @@ def tiny_backbone_options():
     return opts + ['model.neck.in_channels=[16,32]', 'model.neck.out_channels=32']
 
 
-def run_tool(script: str, config: str, work: Path, options, extra=()):
-    cmd = [sys.executable, f'tools/{script}', f'configs/dynamixer/{config}', *extra, '--work-dir', str(work),
+def run_tool(tool: Path, config: str, work: Path, options, env, extra=()):
+    cmd = [sys.executable, str(tool), str(CONFIG_DIR / config), *extra, '--work-dir', str(work),
            '--cfg-options', *options]
-    run = subprocess.run(cmd, cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=600)
+    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-5000:]
     return log
@@ -285,10 +285,11 @@ RETINANET = 'retinanet_dynamixer-s_fpn_1x_coco.py'
 
 @pytest.fixture(scope='module')
 def retinanet_run(tmp_path_factory, tiny_coco):
-    """One epoch (one iteration) of RetinaNet training with validation: (log, work dir, options)."""
+    """One epoch (one iteration) of RetinaNet training with validation, through mmdet's own tools/train.py:
+    (log, work dir, options)."""
     work = tmp_path_factory.mktemp('retinanet') / 'work'
     options = coco_options(tiny_coco, mask=False)
-    return run_tool('train.py', RETINANET, work, options), work, options
+    return run_tool(upstream_tool('mmdet', 'train.py'), RETINANET, work, options, tool_env()), work, options
 
 
 def test_retinanet_trains_and_validates(retinanet_run):
@@ -300,16 +301,18 @@ def test_retinanet_trains_and_validates(retinanet_run):
 
 
 def test_retinanet_checkpoint_through_test_py(retinanet_run, tmp_path):
-    """tools/test.py evaluates the checkpoint tools/train.py wrote (an mmengine checkpoint with its message hub)."""
+    """Our tools/test.py evaluates the checkpoint mmdet's train.py wrote (with its message hub, weights-only)."""
     _, work, options = retinanet_run
     options = [o.replace('val_dataloader', 'test_dataloader').replace('val_evaluator', 'test_evaluator')
                for o in options if o.startswith(('model.', 'val_'))]
-    log = run_tool('test.py', RETINANET, tmp_path / 'test', options, extra=[str(work / 'epoch_1.pth')])
+    log = run_tool(REPO / 'tools/test.py', RETINANET, tmp_path / 'test', options, tool_env(),
+                   extra=[str(work / 'epoch_1.pth')])
     assert re.search(r'Epoch\(test\) \[2/2\]\s+coco/bbox_mAP: [\d.]+', log), log[-3000:]
 
 
 def test_mask_rcnn_trains_and_validates(tmp_path, tiny_coco):
-    log = run_tool('train.py', 'mask-rcnn_dynamixer-s_fpn_1x_coco.py', tmp_path / 'work', coco_options(tiny_coco, True))
+    log = run_tool(REPO / 'tools/train.py', 'mask-rcnn_dynamixer-s_fpn_1x_coco.py', tmp_path / 'work',
+                   coco_options(tiny_coco, True), tool_env())
     assert re.search(r'Epoch\(train\)\s+\[1\]\[1/1\].*loss_rpn_cls: [\d.]+.*loss_mask: [\d.]+', log), log[-3000:]
     losses(log)
     assert re.search(r'Epoch\(val\) \[1\]\[2/2\]\s+coco/bbox_mAP: [\d.]+.*coco/segm_mAP: [\d.]+', log), log[-3000:]
@@ -317,7 +320,7 @@ def test_mask_rcnn_trains_and_validates(tmp_path, tiny_coco):
 
 
 def test_upernet_trains_and_validates(tmp_path, tiny_ade):
-    config = 'upernet_dynamixer-s_512x512_160k_ade20k.py'
+    config = 'upernet_dynamixer-s_8xb2-160k_ade20k-512x512.py'
     cfg = load(config)
     options = tiny_backbone_options() + [
         'model.decode_head.in_channels=[32,32,32,32]', 'model.decode_head.channels=32',
@@ -332,7 +335,7 @@ def test_upernet_trains_and_validates(tmp_path, tiny_ade):
     for loader in ('train_dataloader', 'val_dataloader'):
         options += [f'{loader}.dataset.data_root={tiny_ade}', f'{loader}.num_workers=0',
                     f'{loader}.persistent_workers=False']
-    log = run_tool('train.py', config, tmp_path / 'work', options)
+    log = run_tool(upstream_tool('mmseg', 'train.py'), config, tmp_path / 'work', options, tool_env())
     assert re.search(r'Iter\(train\) \[2/2\].*decode\.loss_ce: [\d.]+.*aux\.loss_ce: [\d.]+', log), log[-3000:]
     assert len(losses(log)) == 2
     assert re.search(r'Iter\(val\) \[2/2\]\s+aAcc: [\d.]+\s+mIoU: [\d.]+', log), log[-3000:]
@@ -396,11 +399,12 @@ def test_neck_in_channels_mismatch_names_both():
     check_neck_in_channels(Config(dict(model=dict(backbone=dict(type='ResNet'), neck=dict(in_channels=[1])))))
 
 
-def test_train_py_refuses_neck_mismatch_before_building(tmp_path):
-    """The tools check the merged config: the error comes first, not from inside the first forward."""
-    run = subprocess.run([sys.executable, 'tools/train.py', 'configs/dynamixer/retinanet_dynamixer-s_fpn_1x_coco.py',
+def test_neck_mismatch_refused_before_building(tmp_path):
+    """The runner checks the merged config, whichever tool builds it (here mmdet's own train.py): the error comes
+    first, not from inside the first forward."""
+    run = subprocess.run([sys.executable, str(upstream_tool('mmdet', 'train.py')), str(CONFIG_DIR / RETINANET),
                           '--work-dir', str(tmp_path), '--cfg-options', 'model.neck.in_channels=[192,192]'],
-                         cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=300)
+                         cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=300)
     assert run.returncode != 0
     assert ("model.neck (FPN) has in_channels=[192, 192], but the backbone DynaMixer arch='s' out_indices=(0, 3) "
             'returns maps with channels [192, 384]') in run.stderr

@@ -12,19 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_env, write_image_folder
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
-from mmengine.runner import Runner
+from mmengine.registry import RUNNERS
 
-from mmdynamixer.datasets.checks import check_image_folders_when_scanned
-from mmdynamixer.datasets.loading import CheckedLoadImageFromFile
-from mmdynamixer.engine import prepare_runtime
-from mmdynamixer.engine.checkpoint import find_resumable_checkpoint, make_checkpoint_saves_atomic
+from mmdynamixer.datasets import CheckedLoadImageFromFile
+from mmdynamixer.engine.checkpoint_files import find_resumable_checkpoint
 from mmdynamixer.models import DynaMixerNet
 from mmdynamixer.models.block import DynaMixerBlock
 from mmdynamixer.models.mixing import DynaMixerOp
+from mmdynamixer.testing import tool_env, upstream_tool, write_image_folder
 
 DEMO = 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py'
 SMALL_ARCH = dict(layers=[1, 1], embed_dims=[16, 32], resolutions=[8, 4], num_segments=[4, 8], reduced_dims=[2, 2],
@@ -55,6 +53,11 @@ def build(registry: str, cfg: dict):
     from mmengine.registry import DefaultScope
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         return getattr(mmpretrain.registry, registry).build(cfg)
+
+
+def build_runner(cfg: Config):
+    """The Runner the config names (``runner_type``), as the toolboxes' tools build it."""
+    return RUNNERS.build(cfg)
 
 
 def write_training_checkpoint(path: Path, iteration: int, **extra) -> Path:
@@ -93,7 +96,8 @@ class KillDuringSecondSave(Hook):
 
 
 def test_kill_during_save_keeps_last_checkpoint_and_resume_continues(tmp_path, repo, tiny_imagenet):
-    """max_keep_ckpts=1 is the hard case: mmengine deletes the only checkpoint before writing the next."""
+    """max_keep_ckpts=1 is the hard case: mmengine deletes the only checkpoint before writing the next. Trained with
+    mmpretrain's own tools/train.py: the config's AtomicCheckpointHook and DynaMixerRunner do the work."""
     work = tmp_path / 'work'
     every_iteration = {'default_hooks.checkpoint.by_epoch': False, 'default_hooks.checkpoint.interval': 1,
                        'default_hooks.checkpoint.max_keep_ckpts': 1}
@@ -102,9 +106,10 @@ def test_kill_during_save_keeps_last_checkpoint_and_resume_continues(tmp_path, r
     cfg.custom_imports = dict(imports=['mmdynamixer', 'kill_during_save'], allow_failed_imports=False)
     cfg.custom_hooks.append(dict(type='KillDuringSecondSave'))
     cfg.dump(str(tmp_path / 'killed.py'))
-    env = dict(run_env(), PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')]))
+    env = tool_env(PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')]))
 
-    killed = subprocess.run([sys.executable, 'tools/train.py', str(tmp_path / 'killed.py')], cwd=repo, env=env,
+    killed = subprocess.run([sys.executable, str(upstream_tool('mmpretrain', 'train.py')), str(tmp_path / 'killed.py')],
+                            cwd=repo, env=env,
                             capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGXFSZ, killed.stderr[-3000:]
     assert 'Saving checkpoint at 2 iterations' in killed.stdout + killed.stderr
@@ -117,8 +122,7 @@ def test_kill_during_save_keeps_last_checkpoint_and_resume_continues(tmp_path, r
 
     cfg = tiny_run_cfg(repo, tiny_imagenet, work, **every_iteration)
     cfg.resume = True
-    prepare_runtime(cfg, 'none')
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     assert 'resumed epoch: 0, iter: 1' in next(work.glob(f'{runner.timestamp}/*.log')).read_text()
     assert runner.iter == 4
@@ -128,16 +132,16 @@ def test_kill_during_save_keeps_last_checkpoint_and_resume_continues(tmp_path, r
 
 def test_failed_save_leaves_previous_file(tmp_path, monkeypatch):
     from mmengine.runner.checkpoint import save_checkpoint
-    make_checkpoint_saves_atomic()
+    atomic = dict(backend='atomic_local')  # what AtomicCheckpointHook passes
     path = tmp_path / 'epoch_1.pth'
-    save_checkpoint({'state_dict': {'w': torch.ones(4)}}, str(path))
+    save_checkpoint({'state_dict': {'w': torch.ones(4)}}, str(path), backend_args=atomic)
 
     def disk_full(fd):
         raise OSError(28, 'No space left on device')
 
     monkeypatch.setattr(os, 'fsync', disk_full)
     with pytest.raises(OSError, match='No space left'):
-        save_checkpoint({'state_dict': {'w': torch.zeros(4)}}, str(path))
+        save_checkpoint({'state_dict': {'w': torch.zeros(4)}}, str(path), backend_args=atomic)
     torch.testing.assert_close(torch.load(path, weights_only=True)['state_dict']['w'], torch.ones(4))
     assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pth']
 
@@ -206,8 +210,7 @@ def test_checkpoint_of_other_shapes_names_every_key(tmp_path, repo, tiny_imagene
     path = write_training_checkpoint(tmp_path / 'other.pth', 1, state_dict={f'module.{k}': v for k, v in saved.items()})
 
     cfg.load_from, cfg.resume = str(path), mode == 'resume'
-    prepare_runtime(cfg, 'none')
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     with pytest.raises(ValueError, match=rf'{len(differing)} tensor\(s\) differ in shape') as error:
         runner.train() if mode == 'resume' else runner.test()
     for key, (in_checkpoint, in_model) in differing.items():
@@ -218,8 +221,7 @@ def test_checkpoint_of_same_shapes_loads(tmp_path, repo, tiny_imagenet):
     cfg = tiny_run_cfg(repo, tiny_imagenet, tmp_path / 'work')
     model = build('MODELS', cfg.model)
     cfg.load_from = str(write_training_checkpoint(tmp_path / 'same.pth', 1, state_dict=model.state_dict()))
-    prepare_runtime(cfg, 'none')
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     assert 'accuracy/top1' in runner.test()
     torch.testing.assert_close(runner.model.state_dict(), model.state_dict())
 
@@ -288,8 +290,7 @@ def test_nan_loss_stops_runner_before_checkpointing(tmp_path, repo, tiny_imagene
     work = tmp_path / 'work'
     cfg = tiny_run_cfg(repo, tiny_imagenet, work, **{'default_hooks.checkpoint.by_epoch': False,
                                                     'default_hooks.checkpoint.interval': 1})
-    prepare_runtime(cfg, 'none')
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.register_hook(PoisonWeights())
     with pytest.raises(FloatingPointError, match=r'Non-finite loss at iteration 3 \(epoch 1, batch 2\): loss=nan\.'):
         runner.train()
@@ -300,54 +301,52 @@ def test_nan_loss_stops_runner_before_checkpointing(tmp_path, repo, tiny_imagene
 # ---------------------------------------------------------------- datasets
 
 def build_dataset(**cfg):
-    check_image_folders_when_scanned()
     return build('DATASETS', dict(pipeline=[], **cfg))
 
 
 def test_imagenet_folder_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match=rf"ImageNet image folder '{tmp_path}/nowhere/train' "
+    with pytest.raises(FileNotFoundError, match=rf"CheckedImageNet image folder '{tmp_path}/nowhere/train' "
                                                 r"\(data_root='.*nowhere'\) does not exist; expected a folder with "
                                                 r'one sub-folder per class holding the images, or an ann_file'):
-        build_dataset(type='ImageNet', data_root=str(tmp_path / 'nowhere'), split='train')
+        build_dataset(type='CheckedImageNet', data_root=str(tmp_path / 'nowhere'), split='train')
 
 
 def test_imagenet_folder_is_a_file(tmp_path):
     (tmp_path / 'train').write_text('')
     with pytest.raises(FileNotFoundError, match=r"image folder '.*train' .* is not a folder"):
-        build_dataset(type='ImageNet', data_root=str(tmp_path), split='train')
+        build_dataset(type='CheckedImageNet', data_root=str(tmp_path), split='train')
 
 
 def test_imagenet_folder_empty(tmp_path):
     (tmp_path / 'train').mkdir()
-    with pytest.raises(ValueError, match=r"ImageNet image folder '.*train' .* has no class sub-folders; expected"):
-        build_dataset(type='ImageNet', data_root=str(tmp_path), split='train')
+    with pytest.raises(ValueError, match=r"CheckedImageNet image folder '.*train' .* has no class sub-folders; expected"):
+        build_dataset(type='CheckedImageNet', data_root=str(tmp_path), split='train')
 
 
 def test_imagenet_folder_with_other_number_of_classes(tiny_imagenet):
     with pytest.raises(ValueError, match=r"has 4 class sub-folders \(n00000000, n00000001, n00000002, n00000003\) "
-                                         r'but ImageNet has 1000 classes; give it one sub-folder per class'):
-        build_dataset(type='ImageNet', data_root=str(tiny_imagenet), split='val')
+                                         r'but CheckedImageNet has 1000 classes; give it one sub-folder per class'):
+        build_dataset(type='CheckedImageNet', data_root=str(tiny_imagenet), split='val')
 
 
 def test_class_folders_without_images(tmp_path):
     for name in ('cat', 'dog'):
         (tmp_path / name).mkdir()
         (tmp_path / name / 'notes.txt').write_text('not an image')
-    with pytest.raises(ValueError, match=r"CustomDataset image folder '.*' .* holds no image: no file with an "
+    with pytest.raises(ValueError, match=r"CheckedCustomDataset image folder '.*' .* holds no image: no file with an "
                                          r"extension in \['.bmp', '.jpeg', '.jpg'"):
-        build_dataset(type='CustomDataset', data_root=str(tmp_path))
+        build_dataset(type='CheckedCustomDataset', data_root=str(tmp_path))
 
 
 def test_valid_folder_still_loads(tiny_imagenet):
-    dataset = build_dataset(type='CustomDataset', data_root=str(tiny_imagenet), data_prefix='train')
+    dataset = build_dataset(type='CheckedCustomDataset', data_root=str(tiny_imagenet), data_prefix='train')
     assert len(dataset) == 32 and len(dataset.metainfo['classes']) == 4
 
 
 def test_tools_check_the_folder_before_training(tmp_path, repo):
     cfg = tiny_run_cfg(repo, tmp_path / 'nowhere', tmp_path / 'work')
-    prepare_runtime(cfg, 'none')
-    with pytest.raises(FileNotFoundError, match=r"CustomDataset image folder '.*nowhere/train' .* does not exist"):
-        Runner.from_cfg(cfg).train()
+    with pytest.raises(FileNotFoundError, match=r"CheckedCustomDataset image folder '.*nowhere/train' .* does not exist"):
+        build_runner(cfg).train()
 
 
 def write_broken_images(folder: Path) -> list:
@@ -405,8 +404,7 @@ def test_training_skips_unreadable_images(tmp_path, repo, broken_imagenet):
     cfg = tiny_run_cfg(repo, root, work, **{'train_dataloader.dataset.pipeline': loading('skip'),
                                             'val_dataloader.dataset.pipeline': loading('skip'),
                                             'train_dataloader.batch_size': 4})
-    prepare_runtime(cfg, 'none')
-    Runner.from_cfg(cfg).train()
+    build_runner(cfg).train()
     log = next(work.glob('*/*.log')).read_text()
     assert re.search(r'Epoch\(train\) \[1\]\[5/5\]', log)  # 16 good + 3 broken images, batches of 4
     for path in broken:
@@ -416,9 +414,8 @@ def test_training_skips_unreadable_images(tmp_path, repo, broken_imagenet):
 def test_evaluation_stops_at_unreadable_image(tmp_path, repo, broken_imagenet):
     root, _ = broken_imagenet
     cfg = tiny_run_cfg(repo, root, tmp_path / 'work', **{'test_dataloader.dataset.pipeline': loading('error')})
-    prepare_runtime(cfg, 'none')
     with pytest.raises(OSError, match=r'Unreadable image .*/val/n00000002/(garbage|empty|truncated)\.JPEG'):
-        Runner.from_cfg(cfg).test()
+        build_runner(cfg).test()
 
 
 def test_skipping_refused_in_test_mode(tmp_path, repo, tiny_imagenet):
@@ -426,7 +423,7 @@ def test_skipping_refused_in_test_mode(tmp_path, repo, tiny_imagenet):
                                                                   'test_dataloader.dataset.pipeline': loading('skip')})
     with pytest.raises(ValueError, match=r"test_dataloader: CheckedLoadImageFromFile has on_unreadable='skip' in a "
                                          r'dataset with test_mode=True'):
-        prepare_runtime(cfg, 'none')
+        build_runner(cfg)
 
 
 def test_recipe_skips_in_training_and_stops_in_evaluation(repo):

@@ -1,13 +1,16 @@
-"""Real 2-process training through tools/dist_train.sh: a run killed with SIGKILL mid-epoch and resumed with
---resume ends bit-identical to an uninterrupted one; tools/dist_test.sh then evaluates its checkpoint."""
+"""Real 2-process training on CPU. Our tools/dist_train.sh: a run killed with SIGKILL mid-epoch and resumed with
+--resume ends bit-identical to an uninterrupted one, and tools/dist_test.sh evaluates its checkpoint; two "nodes"
+of one process each train as one job. mmpretrain's own dist_train.sh and train.py train the digits config as it
+is, and --resume gets past a truncated newest checkpoint."""
 import re
 import subprocess
 import textwrap
+from pathlib import Path
 
 import torch
 
 import mmdynamixer  # noqa: F401  (lets torch.load read mmengine checkpoints weights-only)
-from conftest import run_env
+from mmdynamixer.testing import tool_env, upstream_tool
 
 DEMO = 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py'
 KILL_HOOK = '''
@@ -62,7 +65,7 @@ def test_dist_train_killed_mid_epoch_resumes_bit_identically(tmp_path, repo, tin
                              checkpoint=dict(by_epoch=False, interval=3, max_keep_ckpts=-1))
         randomness = dict(seed=0, deterministic=True)
     '''))
-    env = dict(run_env(), PYTHONPATH=str(tmp_path))
+    env = tool_env(PYTHONPATH=str(tmp_path))
 
     def train(work, *extra, kill_after=None):
         run_vars = dict(env, PORT='29611', **({'KILL_AFTER_ITER': str(kill_after)} if kill_after else {}))
@@ -99,3 +102,57 @@ def test_dist_train_killed_mid_epoch_resumes_bit_identically(tmp_path, repo, tin
                             capture_output=True, text=True, timeout=600)
     assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-3000:]
     assert re.search(r'Epoch\(test\) \[\d+/\d+\]\s+accuracy/top1: [\d.]+', tested.stdout + tested.stderr)
+
+
+def digits_epochs(epochs: int) -> list:
+    """--cfg-options for a short run of the digits config: ``epochs`` epochs, a checkpoint and validation each."""
+    return ['--cfg-options', f'train_cfg.max_epochs={epochs}', 'train_cfg.val_interval=1',
+            'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=3']
+
+
+def test_mmpretrain_dist_train_on_digits_resumes_past_truncated_checkpoint(digits, repo):
+    """mmpretrain's own dist_train.sh (2 CPU processes) on the digits config as shipped: the config's runner trains
+    its AMP in float32 with a warning, runs DDP with gloo, and --resume skips a truncated newest checkpoint."""
+    cwd = digits.parents[1]  # the config reads data/digits relative to the working directory
+    work = cwd / 'work'
+    config = str(repo / 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py')
+
+    def train(*extra):
+        cmd = ['bash', str(upstream_tool('mmpretrain', 'dist_train.sh')), config, '2', '--work-dir', str(work), *extra]
+        run = subprocess.run(cmd, cwd=cwd, env=tool_env(PORT='29621'), capture_output=True, text=True, timeout=900)
+        log = run.stdout + run.stderr
+        assert run.returncode == 0, log[-5000:]
+        return log
+
+    log = train(*digits_epochs(2))
+    assert "optim_wrapper.type='AmpOptimWrapper' (mixed precision) needs CUDA" in log
+    assert re.search(r'Distributed launcher: pytorch\s+Distributed training: True\s+GPU number: 2', log), log[-3000:]
+    assert re.search(r'Epoch\(val\) \[2\]\[\d+/\d+\]\s+accuracy/top1', log)
+    newest = work / 'epoch_2.pth'
+    assert (work / 'last_checkpoint').read_text() == str(newest)
+    newest.write_bytes(newest.read_bytes()[:newest.stat().st_size // 2])  # a kill mid-save, a full disk
+
+    log = train('--resume', *digits_epochs(3))
+    assert re.search(rf"names '{re.escape(str(newest))}', which cannot be resumed .*unreadable.*; resuming from "
+                     rf"{re.escape(str(work / 'epoch_1.pth'))}", log), log[-5000:]
+    assert 'resumed epoch: 1, iter: 12' in log
+    assert torch.load(work / 'epoch_3.pth', map_location='cpu')['meta']['epoch'] == 3
+
+
+def test_two_nodes_of_one_process_train_as_one_job(digits, repo):
+    """NNODES=2 NODE_RANK=0|1 MASTER_ADDR=127.0.0.1 tools/dist_train.sh CONFIG 1, started twice."""
+    cwd = digits.parents[1]
+    config = str(repo / 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py')
+    nodes = []
+    for rank in (0, 1):
+        env = tool_env(NNODES='2', NODE_RANK=str(rank), MASTER_ADDR='127.0.0.1', PORT='29631')
+        cmd = ['bash', str(repo / 'tools/dist_train.sh'), config, '1', '--work-dir', str(cwd / f'node{rank}'),
+               *digits_epochs(1)]
+        nodes.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    logs = [node.communicate(timeout=900)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    # One job of 2 processes: 1438 images / (2 x 64) = 12 iterations per epoch, not 1438 / 64 = 23.
+    assert re.search(r'Distributed training: True\s+GPU number: 2', logs[0]), logs[0][-3000:]
+    assert re.search(r'Epoch\(train\)\s+\[1\]\[12/12\]', logs[0]), logs[0][-3000:]
+    assert (cwd / 'node0' / 'epoch_1.pth').exists()  # rank 0 saves
