@@ -1,17 +1,21 @@
-"""The analysis tools run on small archs and report well-formed, self-consistent tables and JSON."""
+"""The analysis tools run on small archs and report what an independent measurement confirms."""
 import importlib.util
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from mmengine.config import Config
 from PIL import Image
 
-from conftest import REPO, run_env
 from mmdynamixer.models import DynaMixerNet
-from mmdynamixer.testing import TINY_ARCH
+from mmdynamixer.testing import TINY_ARCH, tool_env
+
+REPO = Path(__file__).resolve().parents[1]
 
 TOOLS = REPO / 'tools' / 'analysis'
 # Wide enough that AdamW's state (2 x 4 bytes per parameter, ~9 MiB) stands well above page-level noise.
@@ -55,7 +59,9 @@ def test_benchmark_speed_and_memory(tmp_path):
     out = tmp_path / 'bench.json'
     cmd = [sys.executable, str(TOOLS / 'benchmark.py'), '--arch', json.dumps(WIDE_ARCH), '--size', '56', '--batch', '2',
            '--mode', 'infer', 'train', '--warmup', '1', '--repeat', '2', '--threads', '1', '--json', str(out)]
-    run = subprocess.run(cmd, cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=600)
+    started = time.perf_counter()
+    run = subprocess.run(cmd, cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - started
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out.read_text())
     assert set(report['environment']) >= {'device', 'torch', 'loadavg_before', 'loadavg_after'}
@@ -64,17 +70,19 @@ def test_benchmark_speed_and_memory(tmp_path):
     param_bytes = 4 * sum(p.numel() for p in DynaMixerNet(WIDE_ARCH).parameters())
     for name in ('ours', 'release'):
         for row in rows.values():
-            assert len(row[f'{name}_step_s']) == 2
-            assert row[f'{name}_img_s'] == pytest.approx(2 / np.median(row[f'{name}_step_s']))
+            assert len(row[f'{name}_step_s']) == 2 and 0 < sum(row[f'{name}_step_s']) < wall
         # At its peak a training step holds the gradients and AdamW's two moments, on top of what
         # inference needs; a baseline taken after the warm-up would miss the moments.
         assert rows['train'][f'{name}_peak_mib'] * 2**20 >= 3 * param_bytes
         assert rows['train'][f'{name}_peak_mib'] > rows['infer'][f'{name}_peak_mib'] > 0
-    train = rows['train']
-    assert train['speedup'] == pytest.approx(train['ours_img_s'] / train['release_img_s'])
-    assert train['ours_gflop_s'] == pytest.approx(train['ours_img_s'] * 6 * train['gflops_per_image'])
-    assert (f"| custom | train | fp32 | False | 2 | {train['ours_img_s']:.2f} | {train['release_img_s']:.2f} "
-            f"| {train['speedup']:.2f} |") in run.stdout
+    # The multiply-adds per image, counted independently by torch's FlopCounterMode (2 FLOPs per multiply-add) on
+    # F.linear (oneDNN off: torch cannot see into that custom op); LayerNorm and the like are not counted there.
+    model = DynaMixerNet(WIDE_ARCH).eval()
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False), \
+            torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, 56, 56))
+    assert rows['train']['gflops_per_image'] == pytest.approx(counter.get_total_flops() / 2e9, rel=0.02)
+    assert f"| custom | train | fp32 | False | 2 | {rows['train']['ours_img_s']:.2f} |" in run.stdout
 
 
 def test_generated_jpegs_weigh_like_imagenet(tmp_path):
@@ -90,13 +98,12 @@ def test_benchmark_pipeline(tmp_path):
     out = tmp_path / 'pipeline.json'
     cmd = [sys.executable, str(TOOLS / 'benchmark_pipeline.py'), '--images', '12', '--batch', '4', '--workers', '1',
            '--epochs', '2', '--repeat', '1', '--image-size', '160x120', '--json', str(out)]
-    run = subprocess.run(cmd, cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=600)
+    run = subprocess.run(cmd, cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out.read_text())
     pipeline = Config.fromfile(REPO / 'configs/dynamixer/dynamixer-s_8xb256_in1k.py').train_pipeline
     assert [name.split('(')[0] for name in report['transforms_ms_per_image']] == [t['type'] for t in pipeline]
     assert 'RandomChoice(RandomResizedCrop)' in report['transforms_ms_per_image']
-    assert report['pipeline_ms_per_image'] == pytest.approx(sum(report['transforms_ms_per_image'].values()))
     [loader] = report['loaders']
     # 3 batches per epoch; 2 epochs with fresh workers and 2 with persistent ones, the first of which is fresh.
     assert loader['workers'] == 1 and len(loader['img_s_runs']) == 4

@@ -139,7 +139,7 @@ def test_config_builds_with_real_strides(name):
         == 0.05
 
 
-@pytest.mark.parametrize('name', ['mask-rcnn_dynamixer-s_fpn_1x_coco.py', 'fpn_dynamixer-s_512x512_40k_ade20k.py'])
+@pytest.mark.parametrize('name', ['mask-rcnn_dynamixer-s_fpn_1x_coco.py', 'fpn_dynamixer-s_8xb4-40k_ade20k-512x512.py'])
 def test_pretrained_classifier_loads_into_dense_backbone(name, tmp_path):
     """The configs' init_cfg (Pretrained, prefix 'backbone.') loads a converted classifier checkpoint: every
     backbone tensor comes from it except the new output norms."""
@@ -379,7 +379,7 @@ def test_neck_in_channels_mismatch_names_both():
         check_neck_in_channels(cfg)
 
     # A --cfg-options style override of the arch and out_indices without the neck.
-    cfg = load('upernet_dynamixer-s_512x512_160k_ade20k.py')
+    cfg = load('upernet_dynamixer-s_8xb2-160k_ade20k-512x512.py')
     cfg.merge_from_dict({'model.backbone.arch._delete_': True, **{f'model.backbone.arch.{k}': v
                                                                   for k, v in TINY_ARCH.items()}})
     with pytest.raises(ValueError, match=r'in_channels=\[192, 384\].*channels \[16, 32\]'):
