@@ -3,6 +3,9 @@
 # Does nothing when .venv already matches requirements/constraints.txt, setup.py and this script.
 # mmcv 2.x ships only as source: it is built once per (mmcv, torch, Python, CUDA archs) and the wheel kept
 # under ${MMDYNAMIXER_CACHE:-~/.cache/mmdynamixer}, so later environments install it in seconds.
+# mmcv's CUDA ops are built when a GPU is visible or MMDYNAMIXER_CUDA_OPS=1 (a GPU-less build host), for
+# TORCH_CUDA_ARCH_LIST (default: the visible GPUs' archs, else 8.0;9.0;10.0); with no nvcc of torch's CUDA
+# major, the registry's cuda-toolkit is installed into the venv. MMDYNAMIXER_CUDA_OPS=0: CPU-only ops.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,7 +15,8 @@ STAMP="$VENV/.mmdynamixer-env"
 PYTHON="${PYTHON:-python3}"
 CACHE="${MMDYNAMIXER_CACHE:-$HOME/.cache/mmdynamixer}"
 
-want="$("$PYTHON" --version 2>&1) $(cat "$CONSTRAINTS" "$ROOT/setup.py" "$ROOT/tools/setup_env.sh" | sha256sum | cut -d' ' -f1)"
+want="$("$PYTHON" --version 2>&1) $(cat "$CONSTRAINTS" "$ROOT/setup.py" "$ROOT/tools/setup_env.sh" \
+    "$ROOT/tools/cuda_setup.py" | sha256sum | cut -d' ' -f1) ${MMDYNAMIXER_CUDA_OPS:-} ${TORCH_CUDA_ARCH_LIST:-}"
 if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
     exit 0
 fi
@@ -33,25 +37,23 @@ log "installing torch, torchvision, numpy, opencv"
 mmcv_version="$(pin mmcv)"
 torch_version="$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
 py_tag="$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
-if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    # mmcv's CUDA ops need the CUDA toolkit (nvcc) of the version torch was built with.
-    torch_cuda="$("$VENV/bin/python" -c 'import torch; print(torch.version.cuda or "")')"
-    nvcc_cuda="$( (nvcc --version 2>/dev/null || "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" --version 2>/dev/null) \
-        | sed -n 's/.*release \([0-9.]*\),.*/\1/p' || true)"
-    if [[ -z "$nvcc_cuda" || "${nvcc_cuda%%.*}" != "${torch_cuda%%.*}" ]]; then
-        echo "setup_env: a GPU is visible but the CUDA toolkit (nvcc) is ${nvcc_cuda:-missing}; torch $torch_version" \
-             "needs CUDA $torch_cuda to build mmcv's CUDA ops. Install it (or set CUDA_HOME)." >&2
-        exit 1
+# CPU-only ops, or CUDA ops (a GPU is visible, or MMDYNAMIXER_CUDA_OPS=1) with an nvcc of torch's CUDA major,
+# installed into the venv from the registry when none is found; tools/cuda_setup.py decides and explains.
+cuda_plan="$("$VENV/bin/python" "$ROOT/tools/cuda_setup.py" plan)"
+eval "$cuda_plan"
+log "mmcv ops: $cuda_reason"
+if [[ "$device_tag" != cpu ]]; then
+    if [[ -n "$cuda_toolkit" ]]; then
+        log "installing $cuda_toolkit into the venv (CUDA_HOME=$cuda_home)"
+        "${PIP[@]}" install -q -c "$CONSTRAINTS" "$cuda_toolkit"
     fi
-    export FORCE_CUDA=1
-    export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;9.0}"
-    device_tag="cuda$nvcc_cuda-${TORCH_CUDA_ARCH_LIST//[;. ]/_}"
-else
-    device_tag=cpu
+    "$VENV/bin/python" "$ROOT/tools/cuda_setup.py" link-cudart "$cuda_home"
+    export FORCE_CUDA=1 CUDA_HOME="$cuda_home" TORCH_CUDA_ARCH_LIST="$cuda_arch_list" PATH="$cuda_home/bin:$PATH"
 fi
 wheel_dir="$CACHE/wheels/mmcv-$mmcv_version-$py_tag-torch$torch_version-$device_tag"
 if ! ls "$wheel_dir"/mmcv-*.whl >/dev/null 2>&1; then
-    log "building mmcv $mmcv_version ($device_tag) from source: about 11-25 minutes on 2 cores, once"
+    log "building mmcv $mmcv_version ($device_tag) from source, once: about 11-25 minutes on 2 cores for CPU ops," \
+        "50 or more with CUDA ops for two archs"
     work="$(mktemp -d)"
     trap 'rm -rf "$work"' EXIT
     "${PIP[@]}" download -q --no-deps --no-binary :all: "mmcv==$mmcv_version" -d "$work"
@@ -77,6 +79,8 @@ import mmcv, mmcv.ops, torch
 from mmcv.ops import nms
 boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]])
 nms(boxes, torch.tensor([0.9, 0.8]), 0.5)
+if torch.cuda.is_available() and '$device_tag' != 'cpu':
+    nms(boxes.cuda(), torch.tensor([0.9, 0.8]).cuda(), 0.5)
 import mmpretrain.models, mmdet.models, mmseg.models, timm, mmdynamixer
 print('stack ok: torch', torch.__version__, 'mmcv', mmcv.__version__)
 "

@@ -1,0 +1,363 @@
+"""One-shot GPU check: DynaMixer-S/M/L (ours) against the release's forward, for speed and agreement.
+
+    python tools/analysis/gpu_check.py [--out-dir work_dirs/gpu_check] [--archs s m l] [--budget-s 420]
+    python tools/analysis/gpu_check.py --quick       # the same code on CPU in seconds (tiny arch, batch 2)
+
+Needs torch and this repository's model package only (no OpenMMLab stack). Writes ``gpu_check.json`` and
+``gpu_check.md`` to ``--out-dir`` and exits 1 if an output of ours is not finite or strays from the release's
+beyond the tolerance of its precision.
+
+Rows: each arch, ours and the release (``mmdynamixer.testing.release_reference``), inference and a training step
+(forward, cross-entropy, backward, AdamW; float16 with a GradScaler, as the recipe's loss scaler), at the
+recipe's per-GPU batch (S 256, M 128, L 64; halved on out-of-memory, recorded), in
+- ``fp32``: float32, TF32 off for matmuls and convolutions; ``tf32``: float32 with TF32 on for both;
+- ``bf16``, ``fp16``: autocast (torch's defaults otherwise: TF32 off for matmuls, on for convolutions);
+- eager, and ``torch.compile`` (``dynamic=False``) of each layer (``--compile-scope layer``, one compiled graph
+  per stage's shapes, fast to compile) or of the whole model (``model``).
+Each row reports images/s (warm-up steps, then steps until ``--min-time`` seconds have passed), achieved TFLOP/s
+(the spec's 7.32 / 17.02 / 27.40 GMACs per 224 x 224 image, 2 FLOPs per multiply-add, x3 for a training step)
+and its fraction of the matmul peak measured here for that precision, peak memory (CUDA's max allocated during
+the timed steps), and ``rel_diff``: max |logits - release's float32 logits| / max |release's logits| on the same
+images and weights (the first step's forward for training rows). Rows run in order of priority (eager before
+compiled, bf16 first); rows that would pass ``--budget-s`` are recorded as skipped.
+"""
+import argparse
+import datetime
+import gc
+import json
+import math
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mmdynamixer.models import DynaMixerLayer, DynaMixerNet, resolve_arch
+from mmdynamixer.testing.models import TINY_ARCH, perturbed
+from mmdynamixer.testing.release_reference import RefDynaMixer, RefLayer
+
+# Multiply-adds per 224 x 224 image (docs: dynamixer-spec.md) and the recipe's images per GPU.
+SPEC_GMACS = {'s': 7.32, 'm': 17.02, 'l': 27.40}
+RECIPE_BATCH = {'s': 256, 'm': 128, 'l': 64}
+PATCH_SIZE = 7
+AUTOCAST = {'fp32': None, 'tf32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+MATMUL_DTYPE = {'fp32': torch.float32, 'tf32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+# Largest accepted rel_diff of a row against the release's float32 logits.
+TOLERANCE = {'fp32': 1e-3, 'tf32': 2e-2, 'bf16': 8e-2, 'fp16': 2e-2}
+IMPLEMENTATIONS = ('ours', 'release')
+MODES = ('infer', 'train')
+FIRST_COMPILE_ESTIMATE_S = 90.0
+
+
+def set_tf32(precision: str) -> None:
+    """TF32 for the row's precision (see the module docstring)."""
+    torch.backends.cuda.matmul.allow_tf32 = precision == 'tf32'
+    torch.backends.cudnn.allow_tf32 = precision != 'fp32'
+
+
+def measure_matmul_peak(device: torch.device, precision: str, size: int, min_time: float) -> float:
+    """TFLOP/s of a size^3 matmul in the precision's dtype (and TF32 setting) on ``device``."""
+    set_tf32(precision)
+    a = torch.randn(size, size, device=device, dtype=MATMUL_DTYPE[precision])
+    b = torch.randn(size, size, device=device, dtype=MATMUL_DTYPE[precision])
+    for _ in range(3):
+        a @ b
+    steps, elapsed = timed_steps(lambda: a @ b, device, min_time, max_steps=200)
+    return 2 * size ** 3 * steps / elapsed / 1e12
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def timed_steps(step, device, min_time: float, max_steps: int, min_steps: int = 3):
+    """Run ``step`` until ``min_time`` seconds (at least ``min_steps``, at most ``max_steps`` times):
+    (steps, seconds)."""
+    synchronize(device)
+    start, steps = time.perf_counter(), 0
+    while steps < min_steps or (steps < max_steps and time.perf_counter() - start < min_time):
+        step()
+        steps += 1
+    synchronize(device)
+    return steps, time.perf_counter() - start
+
+
+def forward_flops(arch, image_size: int) -> float:
+    """FLOPs of one image's forward: the spec's for s/m/l, else counted on the release's forward."""
+    if isinstance(arch, str) and arch in SPEC_GMACS:
+        return 2 * SPEC_GMACS[arch] * 1e9
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        RefDynaMixer(resolve_arch(arch)).eval()(torch.zeros(1, 3, image_size, image_size))
+    return float(counter.get_total_flops())
+
+
+def build(impl: str, arch, state: dict, device, compile_scope):
+    """A fresh model of ``impl`` holding ``state``, on ``device``; compiled per layer or whole if asked."""
+    model = DynaMixerNet(arch) if impl == 'ours' else RefDynaMixer(resolve_arch(arch))
+    model.load_state_dict(state)
+    model.to(device)
+    if compile_scope == 'layer':
+        for module in model.modules():
+            if isinstance(module, (DynaMixerLayer, RefLayer)):
+                module.compile(dynamic=False)
+    elif compile_scope == 'model':
+        model.compile(dynamic=False)
+    return model
+
+
+def make_step(model, mode: str, precision: str, images, labels):
+    """One inference or training step returning the logits (detached)."""
+    device_type = images.device.type
+    dtype = AUTOCAST[precision]
+    autocast = dict(device_type=device_type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    model.train(mode == 'train')
+    if mode == 'infer':
+        def step():
+            with torch.no_grad(), torch.autocast(**autocast):
+                return model(images)
+        return step
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    scaler = torch.amp.GradScaler(device_type, enabled=precision == 'fp16')
+
+    def step():
+        with torch.autocast(**autocast):
+            logits = model(images)
+            loss = F.cross_entropy(logits.float(), labels)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return logits.detach()
+    return step
+
+
+def is_oom(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or 'out of memory' in str(error)
+
+
+def release_logits(state, arch, images):
+    """The release's float32 logits (TF32 off) for ``images``."""
+    set_tf32('fp32')
+    model = build('release', arch, state, images.device, None).eval()
+    with torch.no_grad():
+        return model(images).float()
+
+
+def run_row(row: dict, arch, state: dict, device, args, reference_cache: dict) -> dict:
+    """Measure one row, halving the batch on out-of-memory; fills the row's result fields."""
+    batch = row['requested_batch']
+    while True:
+        try:
+            return measure(row, arch, state, device, args, batch, reference_cache)
+        except RuntimeError as error:
+            if not is_oom(error) or batch == 1:
+                raise
+        # Out of the except block: the traceback, and the tensors its frames hold, are gone.
+        row['oom_halvings'] += 1
+        batch //= 2
+        reference_cache.clear()
+        release_memory(device)
+
+
+def measure(row, arch, state, device, args, batch, reference_cache) -> dict:
+    size = row['image_size']
+    gen = torch.Generator().manual_seed(batch)
+    images = torch.randn(batch, 3, size, size, generator=gen).to(device)
+    labels = torch.randint(0, 1000, (batch,), generator=gen).to(device)
+    if batch not in reference_cache:
+        reference_cache.clear()
+        reference_cache[batch] = release_logits(state, arch, images)
+    reference = reference_cache[batch]
+
+    start = time.perf_counter()
+    set_tf32(row['precision'])
+    compile_scope = args.compile_scope if row['compile'] else None
+    model = build(row['impl'], arch, state, device, compile_scope)
+    step = make_step(model, row['mode'], row['precision'], images, labels)
+    first = step().float()  # the first forward: the weights the reference holds (compiles, if compiled)
+    for _ in range(args.warmup - 1):
+        step()
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+    steps, elapsed = timed_steps(step, device, args.min_time, args.max_steps)
+    last = step().float()
+
+    flops = row['forward_flops'] * (3 if row['mode'] == 'train' else 1)
+    images_per_s = batch * steps / elapsed
+    rel_diff = ((first - reference).abs().max() / reference.abs().max()).item()
+    finite = bool(torch.isfinite(first).all() and torch.isfinite(last).all())
+    row.update(
+        status='done', batch=batch, steps=steps, images_per_s=images_per_s,
+        tflops=images_per_s * flops / 1e12,
+        peak_memory_mib=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == 'cuda' else None,
+        rel_diff=rel_diff if math.isfinite(rel_diff) else None, finite=finite,
+        ok=finite and rel_diff <= TOLERANCE[row['precision']], seconds=time.perf_counter() - start)
+    del model, step
+    release_memory(device)
+    return row
+
+
+def release_memory(device) -> None:
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+
+
+def plan_rows(args, archs):
+    """Every row, in the order they run: eager before compiled, then precision, arch, mode, implementation."""
+    compiles = [False] + ([True] if args.compile else [])
+    rows = []
+    for compiled in compiles:
+        for precision in args.precisions:
+            for name, arch in archs.items():
+                for mode in MODES:
+                    for impl in IMPLEMENTATIONS:
+                        size = resolve_arch(arch)['resolutions'][0] * PATCH_SIZE
+                        rows.append(dict(
+                            arch=name, impl=impl, mode=mode, precision=precision, compile=compiled,
+                            image_size=size, requested_batch=args.batch or RECIPE_BATCH.get(name, 2),
+                            oom_halvings=0, status='pending'))
+    return rows
+
+
+def speedups(rows):
+    """ours / release images/s for each (arch, mode, precision, compile) where both ran."""
+    done = {(r['arch'], r['mode'], r['precision'], r['compile'], r['impl']): r for r in rows if r['status'] == 'done'}
+    result = []
+    for (arch, mode, precision, compiled, impl), row in done.items():
+        release = done.get((arch, mode, precision, compiled, 'release'))
+        if impl == 'ours' and release is not None:
+            result.append(dict(arch=arch, mode=mode, precision=precision, compile=compiled,
+                               ours_over_release=row['images_per_s'] / release['images_per_s']))
+    return result
+
+
+def markdown(report: dict) -> str:
+    env = report['env']
+    peaks = ', '.join(f'{key} {value:.3g}' for key, value in report['matmul_peak_tflops'].items())
+    lines = [f'# DynaMixer GPU check: {env["device_name"]}', '',
+             f'torch {env["torch"]} (CUDA {env["cuda"]}), {env["date"]}; matmul peak TFLOP/s '
+             f'({env["matmul_size"]}^3): {peaks}.', '',
+             '| arch | mode | precision | compile | impl | batch | img/s | TFLOP/s | % of peak | peak MiB '
+             '| rel diff | ok |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|']
+    for row in report['rows']:
+        head = (f'| {row["arch"]} | {row["mode"]} | {row["precision"]} | {"yes" if row["compile"] else "no"} '
+                f'| {row["impl"]} ')
+        if row['status'] != 'done':
+            lines.append(head + f'| {row["requested_batch"]} | {row["status"]} | | | | | |')
+            continue
+        batch = f'{row["batch"]}' + (f' (OOM at {row["requested_batch"]})' if row['oom_halvings'] else '')
+        memory = '' if row['peak_memory_mib'] is None else f'{row["peak_memory_mib"]:.0f}'
+        rel = 'n/a' if row['rel_diff'] is None else f'{row["rel_diff"]:.1e}'
+        lines.append(head + f'| {batch} | {row["images_per_s"]:.1f} | {row["tflops"]:.3g} '
+                            f'| {100 * row["peak_fraction"]:.1f} | {memory} | {rel} | {"yes" if row["ok"] else "NO"} |')
+    lines += ['', '| arch | mode | precision | compile | ours / release img/s |', '|---|---|---|---|---|']
+    lines += [f'| {s["arch"]} | {s["mode"]} | {s["precision"]} | {"yes" if s["compile"] else "no"} '
+              f'| {s["ours_over_release"]:.2f} |' for s in report['speedups']]
+    return '\n'.join(lines) + '\n'
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--out-dir', type=Path, default=Path('work_dirs/gpu_check'))
+    parser.add_argument('--quick', action='store_true',
+                        help='CPU, tiny arch, batch 2, fp32 and bf16, eager only: the same code in seconds')
+    parser.add_argument('--archs', nargs='+', choices=sorted(SPEC_GMACS), default=['s', 'm', 'l'])
+    parser.add_argument('--precisions', nargs='+', choices=list(AUTOCAST), default=['bf16', 'fp16', 'tf32', 'fp32'])
+    parser.add_argument('--batch', type=int, help='images per step for every arch (default: the recipe\'s)')
+    parser.add_argument('--no-compile', dest='compile', action='store_false', help='eager rows only')
+    parser.add_argument('--compile-scope', choices=['layer', 'model'], default='layer')
+    parser.add_argument('--warmup', type=int, default=3, help='untimed steps per row (the first compiles)')
+    parser.add_argument('--min-time', type=float, default=1.0, help='seconds of timed steps per row')
+    parser.add_argument('--max-steps', type=int, default=20)
+    parser.add_argument('--budget-s', type=float, default=420.0,
+                        help='rows that would end later than this many seconds after the start are skipped')
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.precisions = [p for p in args.precisions if p in ('fp32', 'bf16')] or ['fp32', 'bf16']
+        args.batch, args.compile, args.warmup, args.min_time, args.max_steps = args.batch or 2, False, 1, 0.0, 3
+    if args.batch is not None and args.batch < 1:
+        parser.error(f'--batch must be at least 1, got {args.batch}')
+    if args.warmup < 1:
+        parser.error(f'--warmup must be at least 1 (the first step is compared with the release), got {args.warmup}')
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    if args.quick:
+        device, archs, matmul_size = torch.device('cpu'), {'tiny': TINY_ARCH}, 256
+    else:
+        if not torch.cuda.is_available():
+            print('gpu_check: no CUDA device visible; run with --quick for the CPU smoke run', file=sys.stderr)
+            return 2
+        device, archs, matmul_size = torch.device('cuda'), {name: name for name in args.archs}, 8192
+        for option in ('cache_size_limit', 'recompile_limit'):  # compiled rows recompile per shape and precision
+            if hasattr(torch._dynamo.config, option):
+                setattr(torch._dynamo.config, option, 1024)
+
+    peaks = {p: measure_matmul_peak(device, p, matmul_size, min(args.min_time, 0.5)) for p in args.precisions}
+    rows = plan_rows(args, archs)
+    states = {}
+    for name, arch in archs.items():
+        torch.manual_seed(0)
+        states[name] = perturbed(DynaMixerNet(arch)).state_dict()
+        for row in rows:
+            if row['arch'] == name:
+                row['forward_flops'] = forward_flops(arch, row['image_size'])
+
+    longest_compiled_row = None  # seconds, once a compiled row has run
+    reference_cache, cache_key = {}, None
+    for row in rows:
+        expected = (longest_compiled_row or FIRST_COMPILE_ESTIMATE_S) if row['compile'] else 0.0
+        if time.perf_counter() - start + expected > args.budget_s:
+            row['status'] = 'skipped (time budget)'
+            continue
+        if cache_key != row['arch']:
+            reference_cache, cache_key = {}, row['arch']
+        if row['compile']:
+            torch._dynamo.reset()
+        label = (f'{row["arch"]} {row["impl"]:7} {row["mode"]:5} {row["precision"]} '
+                 f'{"compiled" if row["compile"] else "eager   "}')
+        try:
+            run_row(row, archs[row['arch']], states[row['arch']], device, args, reference_cache)
+        except Exception as error:  # one failing row (a compiler error, say) must not lose the others
+            traceback.print_exc()
+            row.update(status=f'error: {type(error).__name__}: {str(error).splitlines()[0][:200]}', ok=False)
+            release_memory(device)
+            print(f'{label}: {row["status"]}', flush=True)
+            continue
+        row['peak_fraction'] = row['tflops'] / peaks[row['precision']]
+        if row['compile']:
+            longest_compiled_row = max(longest_compiled_row or 0.0, row['seconds'])
+        print(f'{label} batch {row["batch"]}: {row["images_per_s"]:.1f} img/s, rel diff {row["rel_diff"]}',
+              flush=True)
+
+    ours_ok = all(row.get('ok', True) for row in rows if row['impl'] == 'ours')
+    report = dict(
+        env=dict(torch=torch.__version__, cuda=torch.version.cuda, python=platform.python_version(),
+                 device=device.type, device_name=(torch.cuda.get_device_name(device) if device.type == 'cuda'
+                                                  else platform.processor() or platform.machine()),
+                 capability=('.'.join(map(str, torch.cuda.get_device_capability(device)))
+                             if device.type == 'cuda' else None),
+                 quick=args.quick, compile_scope=args.compile_scope, matmul_size=matmul_size,
+                 date=datetime.datetime.now().isoformat(timespec='seconds'),
+                 seconds=time.perf_counter() - start),
+        matmul_peak_tflops=peaks, tolerance=TOLERANCE, rows=rows, speedups=speedups(rows), ok=ours_ok)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / 'gpu_check.json').write_text(json.dumps(report, indent=1))
+    (args.out_dir / 'gpu_check.md').write_text(markdown(report))
+    print(markdown(report))
+    return 0 if ours_ok else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
