@@ -30,8 +30,8 @@ class AtomicCheckpointHook(CheckpointHook):
     """``CheckpointHook`` whose saves cannot leave a run without an intact checkpoint.
 
     - Local checkpoints are written through a temporary file renamed into place
-      (``backend_args=dict(backend='atomic_local')`` unless other ``backend_args`` are given), so a kill or a
-      full disk mid-save leaves the previous files untouched.
+      (``backend_args=dict(backend='atomic_local')`` unless ``backend_args`` or a remote ``out_dir`` are given),
+      so a kill or a full disk mid-save leaves the previous files untouched.
     - With ``max_keep_ckpts``, mmengine removes the oldest checkpoint *before* writing the new one
       (``CheckpointHook._save_checkpoint_with_step``); here it is removed only after the new checkpoint and the
       ``last_checkpoint`` pointer are written. The pointer itself is written in place by mmengine (one short
@@ -41,10 +41,12 @@ class AtomicCheckpointHook(CheckpointHook):
     Same arguments as ``CheckpointHook``.
     """
 
-    def __init__(self, *args, backend_args=None, file_client_args=None, **kwargs):
-        if backend_args is None and file_client_args is None:
+    def __init__(self, *args, out_dir=None, backend_args=None, file_client_args=None, **kwargs):
+        local = out_dir is None or '://' not in str(out_dir)
+        if local and backend_args is None and file_client_args is None:
             backend_args = dict(backend='atomic_local')
-        super().__init__(*args, backend_args=backend_args, file_client_args=file_client_args, **kwargs)
+        super().__init__(*args, out_dir=out_dir, backend_args=backend_args, file_client_args=file_client_args,
+                         **kwargs)
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         deferred = _DeferredRemovals(self.file_backend)
