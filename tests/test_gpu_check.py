@@ -50,7 +50,8 @@ def test_quick_run_without_openmmlab_writes_json_and_markdown(tmp_path):
         (mode, precision) for mode in ('infer', 'train') for precision in ('fp32', 'bf16')}
 
     table = (tmp_path / 'gpu_check.md').read_text()
-    header = '| arch | mode | precision | compile | impl | batch | img/s | TFLOP/s | % of peak | peak MiB | rel diff | ok |'
+    header = ('| arch | mode | precision | compile | impl | batch | img/s | TFLOP/s | % of peak | peak MiB '
+              '| rel diff | ok |')
     assert header in table
     body = [line for line in table.splitlines() if line.startswith('| tiny |') and line.count('|') == 13]
     assert len(body) == len(rows) and all(line.endswith('| yes |') for line in body)
