@@ -46,7 +46,8 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 
-# Shorter side to floor(224 / crop_pct), bicubic, then the 224 centre crop (S and M: 248).
+# Shorter side to floor(224 / crop_pct), bicubic, then the 224 centre crop: crop 0.9 (S and M) gives 248;
+# the L recipe sets ResizeEdge's scale to 256 (crop 0.875).
 test_pipeline = [
     dict(type='CheckedLoadImageFromFile', on_unreadable='error'),
     dict(type='ResizeEdge', scale=248, edge='short', backend='pillow', interpolation='bicubic'),
@@ -62,7 +63,8 @@ train_dataloader = dict(
     batch_size=256,
     num_workers=12,
     pin_memory=True,
-    # Fresh workers each epoch start from fixed seeds: what makes resume bit-identical (engine/resume.py).
+    # Fresh workers each epoch start from fixed seeds: what makes resume bit-identical
+    # (mmdynamixer/engine/loops.py).
     persistent_workers=False,
     collate_fn=dict(type='default_collate'),
     dataset=dict(type=dataset_type, data_root=data_root, split='train', pipeline=train_pipeline),

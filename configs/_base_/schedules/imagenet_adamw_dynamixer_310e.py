@@ -14,12 +14,14 @@ param_scheduler = [
          by_epoch=True, begin=0, end=310),
 ]
 
-# Resumes bit-identically, also from a checkpoint saved mid-epoch (mmdynamixer/engine/resume.py).
+# Resumes bit-identically, also from a checkpoint saved mid-epoch (mmdynamixer/engine/loops.py).
 train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=310, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
 
-custom_hooks = [
-    dict(type='EMAHook', momentum=4e-5, update_buffers=True, priority='ABOVE_NORMAL'),
-    dict(type='FiniteLossHook'),  # stop at the first NaN/inf loss, before it is checkpointed
-]
+# (DynaMixerRunner adds FiniteLossHook and CheckpointShapeCheckHook itself.)
+custom_hooks = [dict(type='EMAHook', momentum=4e-5, update_buffers=True, priority='ABOVE_NORMAL')]
+
+# The lr above is the release's at its total batch, which each recipe gives as base_batch_size (its GPUs x
+# images per GPU); --auto-scale-lr (tools/train.py) scales the lr linearly to the run's total batch.
+auto_scale_lr = dict(enable=False)

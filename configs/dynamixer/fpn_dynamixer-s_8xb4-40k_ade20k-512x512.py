@@ -5,7 +5,7 @@
 # stages 0 and 3 and adds two 3x3 stride-2 convs on its top output: strides 7, 14, 28, 56 (ResNet's 4, 8,
 # 16, 32 times 7/4). The head runs 1, 1, 2, 3 conv stages on the four levels, each but the finest followed
 # by a 2x upsampling, then resizes to the stride-7 map, so any crop size works. It is StrideFPNHead
-# (mmdynamixer/mmseg_heads.py): mmseg's FPNHead counts those stages with int(log2(s) - log2(7)), which
+# (mmdynamixer/integrations/mmseg.py): mmseg's FPNHead counts those stages with int(log2(s) - log2(7)), which
 # gives 1, 1, 1, 2 for these strides (float rounding).
 _base_ = [
     'mmseg::_base_/models/fpn_r50.py',
