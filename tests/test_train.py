@@ -104,10 +104,9 @@ def test_dist_train_killed_mid_epoch_resumes_bit_identically(tmp_path, repo, tin
     assert re.search(r'Epoch\(test\) \[\d+/\d+\]\s+accuracy/top1: [\d.]+', tested.stdout + tested.stderr)
 
 
-def digits_epochs(epochs: int) -> list:
-    """--cfg-options for a short run of the digits config: ``epochs`` epochs, a checkpoint and validation each."""
-    return ['--cfg-options', f'train_cfg.max_epochs={epochs}', 'train_cfg.val_interval=1',
-            'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=3']
+# One epoch of the digits config (12 iterations on 2 processes), a checkpoint every 6 iterations.
+ONE_EPOCH = ['--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'default_hooks.logger.interval=1',
+             'default_hooks.checkpoint.by_epoch=False', 'default_hooks.checkpoint.interval=6']
 
 
 def test_mmpretrain_dist_train_on_digits_resumes_past_truncated_checkpoint(digits, repo):
@@ -124,19 +123,20 @@ def test_mmpretrain_dist_train_on_digits_resumes_past_truncated_checkpoint(digit
         assert run.returncode == 0, log[-5000:]
         return log
 
-    log = train(*digits_epochs(2))
+    log = train(*ONE_EPOCH)
     assert "optim_wrapper.type='AmpOptimWrapper' (mixed precision) needs CUDA" in log
     assert re.search(r'Distributed launcher: pytorch\s+Distributed training: True\s+GPU number: 2', log), log[-3000:]
-    assert re.search(r'Epoch\(val\) \[2\]\[\d+/\d+\]\s+accuracy/top1', log)
-    newest = work / 'epoch_2.pth'
+    assert re.search(r'Epoch\(val\) \[1\]\[\d+/\d+\]\s+accuracy/top1', log)
+    newest = work / 'iter_12.pth'
     assert (work / 'last_checkpoint').read_text() == str(newest)
     newest.write_bytes(newest.read_bytes()[:newest.stat().st_size // 2])  # a kill mid-save, a full disk
 
-    log = train('--resume', *digits_epochs(3))
+    log = train('--resume', *ONE_EPOCH)
     assert re.search(rf"names '{re.escape(str(newest))}', which cannot be resumed .*unreadable.*; resuming from "
-                     rf"{re.escape(str(work / 'epoch_1.pth'))}", log), log[-5000:]
-    assert 'resumed epoch: 1, iter: 12' in log
-    assert torch.load(work / 'epoch_3.pth', map_location='cpu')['meta']['epoch'] == 3
+                     rf"{re.escape(str(work / 'iter_6.pth'))}", log), log[-5000:]
+    assert 'resuming inside epoch 1: skipping the 6 batches it already trained on' in log
+    assert re.search(r'Epoch\(train\)\s+\[1\]\[12/12\]', log) and not re.search(r'\[1\]\[ ?6/12\]', log)
+    assert torch.load(newest, map_location='cpu')['meta']['iter'] == 12
 
 
 def test_two_nodes_of_one_process_train_as_one_job(digits, repo):
@@ -147,7 +147,7 @@ def test_two_nodes_of_one_process_train_as_one_job(digits, repo):
     for rank in (0, 1):
         env = tool_env(NNODES='2', NODE_RANK=str(rank), MASTER_ADDR='127.0.0.1', PORT='29631')
         cmd = ['bash', str(repo / 'tools/dist_train.sh'), config, '1', '--work-dir', str(cwd / f'node{rank}'),
-               *digits_epochs(1)]
+               *ONE_EPOCH]
         nodes.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     logs = [node.communicate(timeout=900)[0] for node in nodes]
@@ -155,4 +155,4 @@ def test_two_nodes_of_one_process_train_as_one_job(digits, repo):
     # One job of 2 processes: 1438 images / (2 x 64) = 12 iterations per epoch, not 1438 / 64 = 23.
     assert re.search(r'Distributed training: True\s+GPU number: 2', logs[0]), logs[0][-3000:]
     assert re.search(r'Epoch\(train\)\s+\[1\]\[12/12\]', logs[0]), logs[0][-3000:]
-    assert (cwd / 'node0' / 'epoch_1.pth').exists()  # rank 0 saves
+    assert (cwd / 'node0' / 'iter_12.pth').exists()  # rank 0 saves
