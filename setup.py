@@ -9,8 +9,9 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mmdynamixer', 'mmdynamixer.*']),
     python_requires='>=3.9',
-    # The model itself needs torch only; the registrations need the toolboxes.
-    install_requires=['torch>=2.0'],
+    # The model itself needs torch only (>= 2.4: torch.library.custom_op, register_fake, register_autograd and
+    # torch.is_autocast_enabled(device_type) in mmdynamixer/ops); the registrations need the toolboxes.
+    install_requires=['torch>=2.4'],
     extras_require={
         'openmmlab': [
             'torchvision>=0.15',
@@ -27,5 +28,7 @@ setup(
         ],
         'demo': ['scikit-learn>=1.3'],
         'tests': ['pytest>=7', 'hypothesis>=6.100'],
+        # tools/deployment/pytorch2onnx.py: torch's dynamo ONNX exporter and the onnxruntime check.
+        'deploy': ['onnx>=1.18', 'onnxscript>=0.5', 'onnxruntime>=1.20'],
     },
 )

@@ -1,7 +1,11 @@
-"""Checkpoint conversion between the authors' release (timm-style) and mmpretrain's layout."""
+"""Checkpoint files a user hands us, and conversion between the authors' release (timm-style) and mmpretrain's
+layout."""
+import argparse
+import os
 import re
+import zipfile
 from collections import OrderedDict
-from typing import Mapping
+from typing import Mapping, Union
 
 import torch
 
@@ -14,6 +18,54 @@ RELEASE_KEY = re.compile(
     r'|network\.\d+\.proj'
     r'|norm|head)\.(weight|bias)$')
 
+EXPECTED_FILE = 'a PyTorch checkpoint written by torch.save (a zip archive holding data.pkl, or a legacy pickle)'
+# torch.save's legacy (non-zip) format starts with its magic number pickled with protocol 2.
+_LEGACY_HEADER = b'\x80\x02\x8a\x0a' + (0x1950a86a20f9469cfc6c).to_bytes(10, 'little')
+_ZIP_HEADER = b'PK\x03\x04'
+
+
+def check_checkpoint_file(path: Union[str, os.PathLike]) -> None:
+    """Raise unless ``path`` is a complete torch.save file, without unpickling it: FileNotFoundError when it does
+    not exist, ValueError naming the file and what it looks like instead (another format, a truncated download)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        where = '' if os.path.isabs(path) else f' (looked for {os.path.abspath(path)})'
+        raise FileNotFoundError(f'Checkpoint {path!r} does not exist{where}')
+    with open(path, 'rb') as f:
+        head = f.read(len(_LEGACY_HEADER))
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name == 'data.pkl' or name.endswith('/data.pkl') for name in archive.namelist()):
+                return
+        raise ValueError(f'{path} is a zip archive without data.pkl, not {EXPECTED_FILE}')
+    if head.startswith(_ZIP_HEADER):
+        raise ValueError(f'{path} ({os.path.getsize(path)} bytes) starts like a torch.save zip archive but its end '
+                         f'(the zip directory) is missing: a truncated download or an interrupted save? Expected '
+                         f'{EXPECTED_FILE}')
+    if head != _LEGACY_HEADER:
+        raise ValueError(f'{path} ({os.path.getsize(path)} bytes, starting {head[:8]!r}) is not {EXPECTED_FILE}')
+
+
+def read_checkpoint(path: Union[str, os.PathLike]) -> dict:
+    """Load a checkpoint file on the CPU, weights-only (the release's ``argparse.Namespace`` args allowed), after
+    :func:`check_checkpoint_file`. Errors name the file and say what was expected."""
+    check_checkpoint_file(path)
+    torch.serialization.add_safe_globals([argparse.Namespace])  # timm's train.py saves its args
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError... for a damaged file
+        lines = str(error).strip().splitlines()
+        refused = [line for line in lines if 'Unsupported global' in line]
+        if refused:
+            raise ValueError(f'{os.fspath(path)} holds objects other than tensors and plain data, which are not '
+                             f'unpickled for safety (a checkpoint needs none): {refused[0].strip()}') from error
+        raise ValueError(f'Cannot read {os.fspath(path)} (truncated or damaged?) as {EXPECTED_FILE}: '
+                         f'{type(error).__name__}{": " + lines[0] if lines else ""}') from error
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f'{os.fspath(path)} holds a {type(checkpoint).__name__}, not a checkpoint: expected a dict '
+                         f'of tensors, or a dict with one under state_dict / state_dict_ema / model')
+    return checkpoint
+
 
 def release_state_dict(checkpoint: Mapping, use_ema: bool = False) -> 'OrderedDict[str, torch.Tensor]':
     """The state dict inside a release checkpoint: ``state_dict``, ``state_dict_ema`` (``use_ema``),
@@ -22,26 +74,31 @@ def release_state_dict(checkpoint: Mapping, use_ema: bool = False) -> 'OrderedDi
         raise TypeError(f'Expected a checkpoint dict, got {type(checkpoint).__name__}')
     if use_ema:
         if 'state_dict_ema' not in checkpoint:
-            raise KeyError(f'use_ema: the checkpoint has no state_dict_ema; its top-level keys are '
-                           f'{sorted(checkpoint)[:10]}')
+            raise ValueError(f'use_ema: the checkpoint has no state_dict_ema; its top-level keys are '
+                             f'{sorted(checkpoint)[:10]}')
         state_dict = checkpoint['state_dict_ema']
     else:
         state_dict = next((checkpoint[k] for k in ('state_dict', 'model') if k in checkpoint), checkpoint)
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f'Expected the checkpoint\'s state dict to be a dict of tensors, got a '
+                         f'{type(state_dict).__name__}')
     return OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in state_dict.items())
 
 
 def release_to_mmpretrain(state_dict: Mapping) -> 'OrderedDict[str, torch.Tensor]':
     """Map release keys to an mmpretrain ``ImageClassifier`` (backbone ``DynaMixer``, head ``LinearClsHead``).
 
-    Raises ``KeyError`` naming the first key that is not a DynaMixer release parameter."""
+    Raises ``ValueError`` naming the first key that is not a DynaMixer release parameter."""
     if 'patch_embed.proj.weight' not in state_dict:
-        raise KeyError(f'Not a DynaMixer release checkpoint: no patch_embed.proj.weight among its '
-                       f'{len(state_dict)} keys (first: {list(state_dict)[:5]})')
+        raise ValueError(f'Not a DynaMixer release checkpoint: no patch_embed.proj.weight among its '
+                         f'{len(state_dict)} keys (first: {list(state_dict)[:5]})')
     converted = OrderedDict()
     for key, value in state_dict.items():
         if not RELEASE_KEY.match(key):
-            raise KeyError(f'Cannot map {key!r}: not a parameter of a DynaMixer release checkpoint '
-                           f'(expected patch_embed.*, network.<k>.*, norm.*, head.*)')
+            raise ValueError(f'Cannot map {key!r}: not a parameter of a DynaMixer release checkpoint '
+                             f'(expected patch_embed.*, network.<k>.*, norm.*, head.*)')
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f'{key!r} holds a {type(value).__name__}, expected a tensor')
         converted[f'head.fc.{key[5:]}' if key.startswith('head.') else f'backbone.{key}'] = value
     return converted
 
@@ -55,5 +112,5 @@ def mmpretrain_to_release(state_dict: Mapping) -> 'OrderedDict[str, torch.Tensor
         elif key.startswith('backbone.'):
             converted[key[9:]] = value
         else:
-            raise KeyError(f'Cannot map {key!r}: expected backbone.* or head.fc.* keys of a DynaMixer classifier')
+            raise ValueError(f'Cannot map {key!r}: expected backbone.* or head.fc.* keys of a DynaMixer classifier')
     return converted

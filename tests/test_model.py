@@ -1,4 +1,6 @@
 """The plain-PyTorch model: exactness to the release, shapes, counts and input checks."""
+from collections import Counter
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -63,14 +65,26 @@ def test_drop_path_grows_linearly_over_all_layers():
     assert rates == pytest.approx([0.1 * k / 17 for k in range(18)])
 
 
-def test_gradient_checkpointing_gives_same_gradients():
+def test_gradient_checkpointing_recomputes_every_layer_in_backward():
+    """with_cp: the layers keep no activations and run their forward again during backward (counted by forward
+    pre-hooks on each layer's token mixer and MLP: torch stops a recomputation once it has what backward needs,
+    before the MLP returns), and the gradients are the plain model's."""
     torch.manual_seed(0)
     plain = perturbed(DynaMixerNet(TINY_ARCH, num_classes=10)).train()
     checkpointed = DynaMixerNet(TINY_ARCH, num_classes=10, with_cp=True).train()
     checkpointed.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 56, 56)
-    for model in (plain, checkpointed):
-        model(x).square().sum().backward()
+    for model, runs_in_backward in ((plain, 0), (checkpointed, 1)):
+        calls = Counter()
+        parts = {f'{name}.{part}': getattr(layer, part) for name, layer in model.named_modules()
+                 if isinstance(layer, DynaMixerLayer) for part in ('attn', 'mlp')}
+        assert len(parts) == 2 * sum(TINY_ARCH['layers'])
+        for name, part in parts.items():
+            part.register_forward_pre_hook(lambda *_, name=name: calls.update([name]))
+        loss = model(x).square().sum()
+        assert calls == Counter(dict.fromkeys(parts, 1))  # once each in forward
+        loss.backward()
+        assert calls == Counter(dict.fromkeys(parts, 1 + runs_in_backward))
     for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
 

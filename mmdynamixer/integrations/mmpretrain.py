@@ -1,13 +1,27 @@
 """``DynaMixer`` in mmpretrain's ``MODELS`` registry: usable as ``type='mmpretrain.DynaMixer'`` from any
 OpenMMLab toolbox after ``custom_imports=dict(imports=['mmdynamixer'])``."""
 import copy
-from typing import Optional, Sequence, Tuple, Union
+import os.path as osp
+import re
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+from mmengine.model.weight_init import PretrainedInit
+from mmengine.runner.checkpoint import CheckpointLoader
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
+from ..checkpoints import check_checkpoint_file
 from ..models.dynamixer import DynaMixerNet, arch_zoo
+
+# A checkpoint of this architecture holds every backbone tensor, less those a user changes on purpose (the
+# patch embedding for other in_channels, a stage added); another model's file or a wrong prefix matches at
+# most a few generic names (norm, patch_embed.proj) out of the backbone's hundreds (S 492, M 654, L 978; the
+# tests' TINY_ARCH 114). Half separates the two with a wide margin either way; partial loads above it keep
+# mmengine's warning listing the missing keys.
+MIN_PRETRAINED_FRACTION = 0.5
+# Output norms of stages other than the classifier's last (dense backbones): new, absent from a classifier.
+_OUTPUT_NORM = re.compile(r'^norm\d+\.')
 
 
 @MODELS.register_module()
@@ -68,6 +82,53 @@ class DynaMixer(DynaMixerNet, BaseBackbone):
         super().train(mode)
         self._freeze_stages()
         return self
+
+    def init_weights(self) -> None:
+        """mmengine's initialisation, after checking each ``Pretrained`` init_cfg: its checkpoint must exist, be a
+        checkpoint, and hold at least ``MIN_PRETRAINED_FRACTION`` of the backbone's tensors (same name and shape,
+        output norms ``norm{i}`` aside) under its ``prefix``. mmengine itself loads with ``strict=False`` and only
+        warns, so a wrong file or prefix would train from random weights."""
+        if not self.is_init:
+            init_cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+            for cfg in init_cfgs:
+                if isinstance(cfg, Mapping) and cfg.get('type') in ('Pretrained', PretrainedInit):
+                    self._check_pretrained(cfg['checkpoint'], cfg.get('prefix'), cfg.get('map_location', 'cpu'))
+        super().init_weights()
+
+    def _check_pretrained(self, checkpoint: str, prefix: Optional[str], map_location) -> None:
+        source = f'init_cfg Pretrained checkpoint={checkpoint!r}, prefix={prefix!r}'
+        local = '://' not in str(checkpoint)  # mmengine's loader for paths without a scheme
+        try:
+            if local:
+                check_checkpoint_file(osp.expanduser(str(checkpoint)))
+            loaded = CheckpointLoader.load_checkpoint(str(checkpoint), map_location=map_location)
+        except (FileNotFoundError, ValueError) as error:
+            raise type(error)(f'DynaMixer backbone {source}: {error}') from error
+        except Exception as error:  # torch.load's errors for a damaged local file (a URL's errors pass as they are)
+            if not local:
+                raise
+            raise ValueError(f'DynaMixer backbone {source}: cannot load it: {type(error).__name__}: '
+                             f'{str(error).strip().splitlines()[0] if str(error).strip() else ""}') from error
+        state_dict = loaded.get('state_dict', loaded) if isinstance(loaded, Mapping) else {}
+        if prefix:  # what mmengine's _load_checkpoint_with_prefix keeps
+            prefix = prefix if prefix.endswith('.') else prefix + '.'
+            candidates = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        else:  # what mmengine's load_checkpoint keeps (it strips DDP's module.)
+            candidates = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
+        expected = {k: v.shape for k, v in self.state_dict().items() if not _OUTPUT_NORM.match(k)}
+        found = {k for k, shape in expected.items()
+                 if isinstance(candidates.get(k), torch.Tensor) and candidates[k].shape == shape}
+        if len(found) >= MIN_PRETRAINED_FRACTION * len(expected):
+            return
+        mismatched = [f'{k}: {tuple(candidates[k].shape)} vs {tuple(shape)}' for k, shape in expected.items()
+                      if k in candidates and k not in found]
+        raise ValueError(
+            f'DynaMixer backbone {source}: only {len(found)} of the backbone\'s {len(expected)} tensors are in the '
+            f'checkpoint with the same name and shape (at least {MIN_PRETRAINED_FRACTION:.0%} must be): a wrong '
+            f'file or prefix would train from random weights. The backbone expects e.g. {list(expected)[:4]}; '
+            f'under the prefix the checkpoint has {len(candidates)} keys, e.g. {list(candidates)[:4]}'
+            + (f', shapes differing: {mismatched[:3]}' if mismatched else '')
+            + f'; its keys are e.g. {list(state_dict)[:4]}.')
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         return self.forward_features(x)
