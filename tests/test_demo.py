@@ -1,0 +1,145 @@
+"""The digits demo's ending: tools/demo/image_demo.py on a held-out digit with a checkpoint trained by
+tools/train.py (printed top-k, a valid PNG, the checkpoint's own prediction), and tools/demo/summarize_run.py on
+that run and on fabricated work_dirs."""
+import json
+import os
+import runpy
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from PIL import Image
+
+from mmdynamixer.testing import build_mmpretrain_model
+
+DIGITS = 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py'
+SUMMARY = 'tools/demo/summarize_run.py'
+
+
+@pytest.fixture(scope='module')
+def trained(digits, repo, tmp_path_factory):
+    """tools/train.py on the digits config for one epoch of 128 images (2 iterations), validated on 40 held-out
+    images: the work_dir and its best checkpoint."""
+    work_dir = tmp_path_factory.mktemp('digits_work_dir')
+    options = ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'train_dataloader.dataset.indices=128',
+               'val_dataloader.dataset.indices=40', 'train_dataloader.num_workers=0',
+               'val_dataloader.num_workers=0']
+    subprocess.run([sys.executable, str(repo / 'tools/train.py'), str(repo / DIGITS), '--work-dir', str(work_dir),
+                    '--no-persistent-workers', '--cfg-options', *options], cwd=digits.parents[1], check=True,
+                   capture_output=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    best = sorted(work_dir.glob('best_accuracy_top1_epoch_*.pth'))
+    assert [p.name for p in best] == ['best_accuracy_top1_epoch_1.pth']
+    return work_dir, best[0]
+
+
+def own_scores(repo, checkpoint, images):
+    """Class probabilities of the checkpoint's model, run here: the config's model and normalisation, no tool."""
+    cfg = Config.fromfile(repo / DIGITS)
+    model = build_mmpretrain_model(cfg.model).eval()
+    model.load_state_dict(torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict'])
+    assert cfg.data_preprocessor.to_rgb  # mean and std are given in RGB order
+    mean, std = (torch.tensor(cfg.data_preprocessor[k]).view(3, 1, 1) for k in ('mean', 'std'))
+    pixels = [torch.from_numpy(np.asarray(Image.open(p).convert('RGB'), dtype=np.float32)).permute(2, 0, 1)
+              for p in images]
+    with torch.no_grad():
+        return model((torch.stack(pixels) - mean) / std, mode='tensor').softmax(dim=1)
+
+
+def test_image_demo_prints_the_checkpoints_prediction_and_draws_it(trained, digits, repo, tmp_path, monkeypatch,
+                                                                   capsys):
+    _, checkpoint = trained
+    # Of a few held-out digits, the one the model separates most clearly from its runner-up (an almost-tie could
+    # flip on rounding, which is not what this test is about).
+    images = sorted(digits.glob('val/*/*.png'))[::36]
+    scores = own_scores(repo, checkpoint, images)
+    top2 = scores.topk(2, dim=1).values
+    chosen = int((top2[:, 0] - top2[:, 1]).argmax())
+    image, expected = images[chosen], scores[chosen]
+
+    out_file = tmp_path / 'result.png'
+    monkeypatch.setattr(sys, 'argv', ['image_demo.py', str(image), str(repo / DIGITS), str(checkpoint),
+                                      '--topk', '3', '--out-file', str(out_file)])
+    runpy.run_path(str(repo / 'tools/demo/image_demo.py'), run_name='__main__')
+    printed = capsys.readouterr().out.splitlines()
+    printed = printed[printed.index(f'{image}: top 3 of 10 classes'):]  # after mmengine's log lines
+    shown = [line.split() for line in printed[1:4]]  # '1.', class name, '(label', 'k):', score
+    labels = [int(words[3].rstrip('):')) for words in shown]
+    assert [words[1] for words in shown] == [str(label) for label in labels]  # digits' classes: folders '0'-'9'
+    assert labels[0] == int(expected.argmax())
+    assert [float(words[4]) for words in shown] == pytest.approx(expected[labels].tolist(), abs=1e-4)
+    assert sorted(expected.tolist(), reverse=True)[:3] == pytest.approx(expected[labels].tolist(), abs=1e-6)
+    assert printed[4] == f'wrote {out_file}'
+    with Image.open(out_file) as drawn:
+        assert drawn.format == 'PNG' and min(drawn.size) >= 224  # the 56-pixel digit enlarged for its label
+        drawn.load()
+
+
+def test_summary_of_the_trained_run(trained, repo, digits):
+    work_dir, checkpoint = trained
+    run = subprocess.run([sys.executable, SUMMARY, str(work_dir), DIGITS, '--image', 'data/digits/val/0/x.png'],
+                         cwd=repo, capture_output=True, text=True, check=True)
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith('Best accuracy/top1: ') and lines[0].endswith(' % at epoch 1 (validated at epochs 1)')
+    logged = [json.loads(line) for path in work_dir.glob('*/vis_data/scalars.json') for line in path.open()]
+    top1 = [r['accuracy/top1'] for r in logged if 'accuracy/top1' in r]
+    assert len(top1) == 1 and lines[0] == f'Best accuracy/top1: {top1[0]:.2f} % at epoch 1 (validated at epochs 1)'
+    assert lines[1] == f'Checkpoint: {checkpoint}'
+    assert shlex.split(lines[3])[1:] == ['tools/demo/image_demo.py', 'data/digits/val/0/x.png', DIGITS,
+                                         str(checkpoint), '--out-file', 'result.png']
+
+
+def _fabricate_run(work_dir, runs, checkpoints, pointer=None):
+    """A work_dir as mmengine leaves it: ``<timestamp>/vis_data/scalars.json`` per run (train lines by iteration,
+    validation lines by epoch), checkpoint files, a last_checkpoint pointer."""
+    for timestamp, val in runs.items():
+        folder = work_dir / timestamp / 'vis_data'
+        folder.mkdir(parents=True)
+        lines = [dict(lr=1e-3, loss=2.3, epoch=1, iter=5, step=5)]
+        lines += [{'accuracy/top1': top1, 'data_time': 0.01, 'time': 0.1, 'step': epoch} for epoch, top1 in val]
+        (folder / 'scalars.json').write_text(''.join(json.dumps(line) + '\n' for line in lines))
+    for name in checkpoints:
+        (work_dir / name).write_bytes(b'')
+    if pointer:
+        (work_dir / 'last_checkpoint').write_text(str(work_dir / pointer))
+
+
+def summarize(repo, work_dir):
+    return subprocess.run([sys.executable, SUMMARY, str(work_dir), DIGITS, '--image', 'digit.png'], cwd=repo,
+                          capture_output=True, text=True)
+
+
+def test_summary_reads_every_run_and_the_best_checkpoint(tmp_path, repo):
+    # A run to epoch 60, resumed from epoch 50 (its epochs 60+ replace the first run's): best 93.1 first at 80.
+    _fabricate_run(tmp_path, {'20240101_120000': [(10, 30.4), (50, 88.0), (60, 95.0)],
+                              '20240101_130000': [(60, 91.1), (70, 92.0), (80, 93.1), (90, 93.1), (100, 92.8)]},
+                   ['epoch_99.pth', 'epoch_100.pth', 'best_accuracy_top1_epoch_80.pth'], pointer='epoch_100.pth')
+    run = summarize(repo, tmp_path)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[:2] == ['Best accuracy/top1: 93.10 % at epoch 80 (validated at epochs 10, 50, 60, 70, 80, 90, 100)',
+                         f'Checkpoint: {tmp_path / "best_accuracy_top1_epoch_80.pth"}']
+    assert shlex.split(lines[3]) == [shlex.split(lines[3])[0], 'tools/demo/image_demo.py', 'digit.png', DIGITS,
+                                     str(tmp_path / 'best_accuracy_top1_epoch_80.pth'), '--out-file', 'result.png']
+
+
+def test_summary_without_best_checkpoint_or_results(tmp_path, repo):
+    _fabricate_run(tmp_path / 'no_best', {'20240101_120000': [(10, 50.0), (20, 60.0)]},
+                   ['epoch_20.pth'], pointer='epoch_20.pth')
+    lines = summarize(repo, tmp_path / 'no_best').stdout.splitlines()
+    assert lines[:3] == ['Best accuracy/top1: 60.00 % at epoch 20 (validated at epochs 10, 20)',
+                         f'Checkpoint: {tmp_path / "no_best" / "epoch_20.pth"}',
+                         'Classify an image with it (prints the top 5, draws the prediction into result.png):']
+
+    _fabricate_run(tmp_path / 'other_run', {'20240101_120000': [(10, 50.0), (20, 60.0)]},
+                   ['best_accuracy_top1_epoch_30.pth'])
+    lines = summarize(repo, tmp_path / 'other_run').stdout.splitlines()
+    assert 'the checkpoint is from epoch 30' in lines[2]
+
+    (tmp_path / 'empty').mkdir()
+    run = summarize(repo, tmp_path / 'empty')
+    assert run.returncode == 1
+    assert f'{tmp_path / "empty"} has no validation result and no checkpoint' in run.stderr
