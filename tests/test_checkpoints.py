@@ -313,7 +313,8 @@ def test_pretrained_threshold_is_half_of_the_backbone(classifier_checkpoint, tmp
 
 def test_pretrained_missing_or_garbage_file_is_named(tmp_path):
     missing = tmp_path / 'checkpoints' / 'dynamixer-s_in1k.pth'
-    with pytest.raises(FileNotFoundError, match=re.escape(f"prefix='backbone.': Checkpoint '{missing}' does not exist")):
+    expected = f"checkpoint='{missing}', prefix='backbone.': Checkpoint '{missing}' does not exist"
+    with pytest.raises(FileNotFoundError, match=re.escape(expected)):
         dense_backbone(missing).init_weights()
     garbage = tmp_path / 'garbage.pth'
     garbage.write_text('garbage')
