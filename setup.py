@@ -14,7 +14,12 @@ setup(
     install_requires=['torch>=2.4'],
     extras_require={
         'openmmlab': [
+            # mmengine checkpoints load weights-only through torch.serialization.add_safe_globals entries of the
+            # (function, name) form, which torch accepts from 2.6 (mmdynamixer/engine/serialization.py).
+            'torch>=2.6',
             'torchvision>=0.15',
+            # numpy 2 works for our code and for classification (tested); the detection and segmentation paths
+            # (pycocotools, mmdet's and mmseg's evaluators) are tested with numpy 1 only.
             'numpy<2',
             'opencv-python<5',
             'mmengine>=0.10,<1.0',

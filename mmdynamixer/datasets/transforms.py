@@ -32,6 +32,10 @@ class CheckedLoadImageFromFile(LoadImageFromFile):
         self.skipped = 0
 
     def transform(self, results: dict):
+        if 'img_path' not in results and 'img' in results:
+            # Loaded by the caller: the toolboxes' inferencers read the image themselves and drop only a leading
+            # plain LoadImageFromFile from the test pipeline (mmpretrain's ImageClassificationInferencer).
+            return results
         path = results['img_path']
         try:
             loaded = super().transform(results)

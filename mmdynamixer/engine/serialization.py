@@ -12,6 +12,7 @@ import pickle
 
 import numpy as np
 import torch
+from torch.torch_version import TorchVersion
 
 
 def _history_buffer_statistic(owner, name: str):
@@ -34,7 +35,13 @@ def _numpy_reconstructors() -> list:
 
 
 def allow_mmengine_checkpoint_types() -> None:
-    """Allow-list the types of mmengine's checkpoints for weights-only loading. Idempotent."""
+    """Allow-list the types of mmengine's checkpoints for weights-only loading. Idempotent.
+
+    Needs torch >= 2.6 (the ``openmmlab`` extra's floor): earlier versions neither load weights-only by default
+    nor accept the ``(function, name)`` entries used here, and registering them there breaks every later
+    weights-only load in the process. Does nothing on those versions."""
+    if torch.__version__ < TorchVersion('2.6'):
+        return
     from mmengine.logging.history_buffer import HistoryBuffer
 
     HistoryBuffer()  # registers the default statistics

@@ -32,22 +32,6 @@ def parse_args():
     return parser, args
 
 
-def inference_config(path: str):
-    """The config, its test pipeline starting with plain ``LoadImageFromFile`` where it starts with a subclass of
-    it (this project's ``CheckedLoadImageFromFile``): the inferencer reads the image itself and drops only a
-    leading ``LoadImageFromFile``, which other loaders would then fail to find a path for."""
-    from mmcv.transforms import LoadImageFromFile
-    from mmengine.config import Config
-    from mmpretrain.registry import TRANSFORMS
-
-    cfg = Config.fromfile(path)  # imports custom_imports (mmdynamixer), registering its transforms
-    pipeline = cfg.test_dataloader.dataset.pipeline
-    loader = TRANSFORMS.get(pipeline[0]['type']) if isinstance(pipeline[0]['type'], str) else pipeline[0]['type']
-    if isinstance(loader, type) and issubclass(loader, LoadImageFromFile):
-        pipeline[0] = dict(type='LoadImageFromFile')
-    return cfg
-
-
 def main():
     parser, args = parse_args()
     from mmpretrain import ImageClassificationInferencer
@@ -63,8 +47,7 @@ def main():
     if image is None:
         parser.error(f'IMAGE {args.image!r} is not an image mmcv can read')
 
-    inferencer = ImageClassificationInferencer(inference_config(args.config), pretrained=args.checkpoint,
-                                               device=args.device)
+    inferencer = ImageClassificationInferencer(args.config, pretrained=args.checkpoint, device=args.device)
     # The inferencer's own steps (its __call__ adds a progress bar that would run into the printed classes).
     prediction = inferencer.forward(next(inferencer.preprocess([args.image])))[0]
     scores = prediction.pred_score
