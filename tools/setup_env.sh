@@ -71,7 +71,7 @@ fi
 "${PIP[@]}" install -q -c "$CONSTRAINTS" --no-deps --force-reinstall "$wheel_dir"/mmcv-*.whl
 
 log "installing the toolboxes and mmdynamixer (editable)"
-"${PIP[@]}" install -q -c "$CONSTRAINTS" --no-build-isolation -e "$ROOT[openmmlab,demo,tests]"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" --no-build-isolation -e "$ROOT[openmmlab,demo,tests,deploy]"
 
 # Fail here, not in a worker, if the compiled ops are missing.
 "$VENV/bin/python" -c "

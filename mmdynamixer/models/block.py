@@ -4,7 +4,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..ops.onednn_linear import linear, linear_gelu
-from .mixing import DynaMixerOp
+from .mixing import DynaMixerOp, static_sizes
 
 
 class DropPath(nn.Module):
@@ -58,7 +58,7 @@ class DynaMixerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor = None) -> torch.Tensor:
         batch, height, width, dim = x.shape
-        if height == self.mix_h.seq_len and width == self.mix_w.seq_len:
+        if static_sizes(height, width) and height == self.mix_h.seq_len and width == self.mix_w.seq_len:
             # The three projections of x in one matmul: channel branch, then both compressions.
             weight = torch.cat([self.mlp_c.weight, self.mix_h.compress.weight, self.mix_w.compress.weight])
             bias = torch.cat([self.mlp_c.weight.new_zeros(dim), self.mix_h.compress.bias, self.mix_w.compress.bias])
@@ -66,7 +66,7 @@ class DynaMixerBlock(nn.Module):
                 [dim, self.mix_h.compress.out_features, self.mix_w.compress.out_features], dim=-1)
             h = self.mix_h.mix_grid(x, code_h, dim=1)
             w = self.mix_w.mix_grid(x, code_w, dim=2)
-        else:  # windows along a side that is not seq_len long
+        else:  # windows along a side that is not seq_len long, or of a size known only when a traced graph runs
             h = self.mix_h(x.transpose(1, 2)).transpose(1, 2)
             w = self.mix_w(x)
             c = linear(x, self.mlp_c.weight)
@@ -74,7 +74,9 @@ class DynaMixerBlock(nn.Module):
         mean = h.mean(dim=(1, 2)) + w.mean(dim=(1, 2)) + c.mean(dim=(1, 2))
         # (B, 3, D) and softmax over dim 1: a softmax over a last dim of 3 is ten times slower.
         a = self.reweight(mean).view(batch, dim, 3).transpose(1, 2).softmax(dim=1)[:, :, None, None, :]
-        mixed = (h * a[:, 0]).addcmul_(w, a[:, 1]).addcmul_(c, a[:, 2])
+        # Starting from w: the windowed h is a transposed view, and a sum laid out like it would need a copy
+        # before the matmul (and, traced, a layout that depends on the size).
+        mixed = (w * a[:, 1]).addcmul_(h, a[:, 0]).addcmul_(c, a[:, 2])
         return linear(mixed, self.proj.weight, self.proj.bias, residual)
 
 

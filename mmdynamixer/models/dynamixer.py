@@ -5,13 +5,14 @@
 unchanged into the classifier, and the mmpretrain backbone differs from it only by prefixes.
 """
 import numbers
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .block import DynaMixerLayer
+from .mixing import static_sizes
 
 ARCH_KEYS = ('layers', 'embed_dims', 'resolutions', 'num_segments', 'reduced_dims', 'transitions', 'mlp_ratios')
 
@@ -27,6 +28,7 @@ arch_zoo: Dict[str, dict] = {
               transitions=[True, False, False, False], mlp_ratios=[3, 3, 3, 3]),
 }
 PATCH_SIZE = 7
+GLOBAL_POOLS = ('avg', '')
 
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
@@ -74,8 +76,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) image -> (B, H/7, W/7, D) tokens."""
-        x = _pad_to_multiple(x, self.patch_size, dims=(2, 3))
-        return self.proj(x).permute(0, 2, 3, 1)
+        return self.proj(_pad_to_multiple(x, self.patch_size)).permute(0, 2, 3, 1)
 
 
 class Transition(nn.Module):
@@ -87,20 +88,42 @@ class Transition(nn.Module):
         self.proj = nn.Conv2d(in_dim, out_dim, kernel_size=stride, stride=stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _pad_to_multiple(x.permute(0, 3, 1, 2), self.stride, dims=(2, 3))
+        x = x.permute(0, 3, 1, 2)
+        if self.stride > 1:
+            x = _pad_to_multiple(x, self.stride)
         return self.proj(x).permute(0, 2, 3, 1)
 
 
-def _pad_to_multiple(x: torch.Tensor, multiple: int, dims: Tuple[int, int]) -> torch.Tensor:
-    pad_h = -x.shape[dims[0]] % multiple
-    pad_w = -x.shape[dims[1]] % multiple
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h))
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad an NCHW map right and bottom to multiples of ``multiple``; traced with symbolic sizes, the
+    amounts are computed in the graph."""
+    pad_h = (multiple - x.shape[2] % multiple) % multiple
+    pad_w = (multiple - x.shape[3] % multiple) % multiple
+    if static_sizes(pad_h, pad_w) and pad_h == 0 and pad_w == 0:
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h))
+
+
+@torch.fx.wrap  # a call in torch.fx graphs, so the checks run on the real input
+def _check_images(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+    if x.dim() != 4:
+        raise ValueError(f'DynaMixer expects images as a 4-D (N, C, H, W) tensor, got shape {tuple(x.shape)}')
+    if x.shape[1] != in_chans:
+        raise ValueError(f'DynaMixer was built for {in_chans}-channel images, got an input '
+                         f'with {x.shape[1]} channels, shape {tuple(x.shape)}')
     return x
 
 
 class DynaMixerNet(nn.Module):
     """DynaMixer: the classifier of the release and the multi-scale feature extractor in one.
+
+    Two output contracts share the network. :meth:`forward_features` returns the normed maps of
+    ``out_indices`` as a tuple (an OpenMMLab backbone's output; the mmpretrain ``DynaMixer`` is this
+    class), and :meth:`forward_head` reads the last of them. The timm models
+    (:mod:`mmdynamixer.integrations.timm`) return only that last map from ``forward_features``, as timm
+    expects. timm's model API is here for both: ``feature_info``, :meth:`forward_intermediates`,
+    :meth:`prune_intermediate_layers`, :meth:`reset_classifier`, :meth:`set_grad_checkpointing`,
+    :meth:`group_matcher`.
 
     Args:
         arch (str | dict): 's', 'm', 'l' or a dict with the keys of :data:`ARCH_KEYS`, one value per stage.
@@ -112,11 +135,13 @@ class DynaMixerNet(nn.Module):
         final_norm (bool): Output of the last stage goes through ``norm`` (the release's final norm that
             the head reads). Every other output goes through its own ``norm{i}``.
         with_cp (bool): Gradient checkpointing per layer, trading compute for memory.
+        global_pool (str): What :meth:`forward_head` does with the last map: 'avg' (mean over positions,
+            the release's) or '' (keep the map; only without a head).
     """
 
     def __init__(self, arch: Union[str, dict] = 's', in_chans: int = 3, num_classes: int = 1000,
                  drop_path_rate: float = 0.0, out_indices: Sequence[int] = (-1,), final_norm: bool = True,
-                 with_cp: bool = False):
+                 with_cp: bool = False, global_pool: str = 'avg'):
         super().__init__()
         self.arch = resolve_arch(arch)
         num_stages = len(self.arch['layers'])
@@ -127,11 +152,10 @@ class DynaMixerNet(nn.Module):
             raise ValueError(f'A head (num_classes={num_classes}) reads the final norm of the last stage: it needs '
                              f'final_norm=True and out_indices ending at {num_stages - 1}, got '
                              f'final_norm={final_norm}, out_indices={out_indices}')
-        self.num_classes = num_classes
         self.final_norm = final_norm
 
         dims = self.arch['embed_dims']
-        self.num_features = dims[last_stage]
+        self.num_features = self.head_hidden_size = dims[last_stage]
         self.patch_embed = PatchEmbed(in_chans, dims[0])
         total_layers = sum(self.arch['layers'])
         layer_index = 0
@@ -151,10 +175,13 @@ class DynaMixerNet(nn.Module):
             self.stage_positions.append(len(network))
             network.append(nn.Sequential(*layers))
         self.network = nn.ModuleList(network)
+        # timm's description of the stage outputs: channels, stride in pixels, module that computes them.
+        self.feature_info = [dict(num_chs=dims[i], reduction=self.strides[i], module=f'network.{position}')
+                             for i, position in enumerate(self.stage_positions)]
 
         for i in self.out_indices:
             self.add_module(self._output_norm_name(i), nn.LayerNorm(dims[i]))
-        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.reset_classifier(num_classes, global_pool)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -188,27 +215,124 @@ class DynaMixerNet(nn.Module):
         """The LayerNorm applied to the output of ``stage``."""
         return getattr(self, self._output_norm_name(stage))
 
+    def _has_output_norm(self, stage: int) -> bool:
+        return hasattr(self, self._output_norm_name(stage))
+
+    # timm's model API --------------------------------------------------------------------------------------
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new linear head (``num_classes`` 0: none) reading ``num_features``; ``global_pool`` 'avg' or ''."""
+        global_pool = self.global_pool if global_pool is None else global_pool
+        if global_pool not in GLOBAL_POOLS:
+            raise ValueError(f'global_pool={global_pool!r} is not supported: allowed {GLOBAL_POOLS}')
+        if not isinstance(num_classes, numbers.Integral) or num_classes < 0:
+            raise ValueError(f'num_classes={num_classes!r}: expected an int >= 0 (0 for no head)')
+        if num_classes > 0 and not global_pool:
+            raise ValueError(f"global_pool='' keeps the (B, C, H, W) map, which a linear head cannot read: pass "
+                             f"num_classes=0 with it, got num_classes={num_classes}")
+        self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each layer's activations in the backward pass instead of keeping them (``with_cp``)."""
+        for module in self.modules():
+            if isinstance(module, DynaMixerLayer):
+                module.with_cp = enable
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups in depth order for timm's layer-wise lr decay and freezing: the patch embedding, then
+        each layer (``network.<k>.<j>``) and transition (``network.<k>.proj``), or each ``network`` entry if
+        ``coarse``; output norms with the last layer (timm's ``MATCH_PREV_GROUP``), the head after them."""
+        return dict(stem=r'^patch_embed',
+                    blocks=r'^network\.(\d+)' if coarse else [
+                        (r'^network\.(\d+)\.(\d+)\.', None),
+                        (r'^network\.(\d+)\.proj\.', (0,)),
+                        (r'^norm', (99999,)),
+                    ])
+
+    def _take_indices(self, indices: Union[None, int, Sequence[int]]) -> List[int]:
+        """timm's stage selection among the built stages: None all, an int n the last n, a sequence the stages
+        named (negative from the end)."""
+        num_stages = len(self.stage_positions)
+        if indices is None:
+            indices = num_stages
+        if isinstance(indices, numbers.Integral):
+            if not 0 < indices <= num_stages:
+                raise ValueError(f'indices={indices}: the last n stages need 1 <= n <= {num_stages} (stages built)')
+            return list(range(num_stages - indices, num_stages))
+        take = []
+        for index in indices:
+            if not isinstance(index, numbers.Integral) or not -num_stages <= index < num_stages:
+                raise ValueError(f'indices entry {index!r} is out of range: {num_stages} stages are built, allowed '
+                                 f'{-num_stages}..{num_stages - 1}')
+            take.append(int(index) % num_stages)
+        if not take:
+            raise ValueError('indices is empty: name at least one stage')
+        return take
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Union[None, int, Sequence[int]] = None,
+                              norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
+                              intermediates_only: bool = False):
+        """timm's feature extraction: the outputs of the stages ``indices`` (None: all; an int n: the last n),
+        raw or, with ``norm``, through the stage's output norm where the model has one (the classifier: the
+        last stage's ``norm``), as NCHW or NHWC maps. Returns them as a list if ``intermediates_only`` (which
+        stops after the last one, as ``stop_early`` does), else ``(final, intermediates)`` with ``final`` the
+        last built stage's normed NCHW map (what :meth:`forward_head` reads)."""
+        if output_fmt not in ('NCHW', 'NHWC'):
+            raise ValueError(f"output_fmt={output_fmt!r} is not supported: allowed 'NCHW', 'NHWC'")
+        take = self._take_indices(indices)
+        last = max(take) if stop_early or intermediates_only else len(self.stage_positions) - 1
+        x = self.patch_embed(_check_images(x, self.in_chans))
+        intermediates = []
+        stage = 0
+        for position in range(self.stage_positions[last] + 1):
+            x = self.network[position](x)
+            if position == self.stage_positions[stage]:
+                if stage in take:
+                    out = self.output_norm(stage)(x) if norm and self._has_output_norm(stage) else x
+                    intermediates.append(out.permute(0, 3, 1, 2) if output_fmt == 'NCHW' else out)
+                stage += 1
+        if intermediates_only:
+            return intermediates
+        if self._has_output_norm(last):
+            x = self.output_norm(last)(x)
+        return x.permute(0, 3, 1, 2), intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the stages after the last of ``indices`` (and their output norms), the last kept stage's output
+        norm if ``prune_norm``, the head and pooling if ``prune_head``. Returns ``indices`` as stage numbers."""
+        take = self._take_indices(indices)
+        last = max(take)
+        for stage in range(last + 1, len(self.stage_positions)):
+            if self._has_output_norm(stage):
+                delattr(self, self._output_norm_name(stage))
+        self.network = self.network[:self.stage_positions[last] + 1]
+        del self.stage_positions[last + 1:], self.strides[last + 1:], self.feature_info[last + 1:]
+        self.out_indices = tuple(sorted({i for i in self.out_indices if i <= last} | {last}))
+        self.num_features = self.head_hidden_size = self.arch['embed_dims'][last]
+        if prune_norm and self._has_output_norm(last):
+            setattr(self, self._output_norm_name(last), nn.Identity())
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take
+
+    # forward -----------------------------------------------------------------------------------------------
+
     def forward_features(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """(B, C, H, W) images -> the normed maps (B, D_i, ceil(H / s_i), ceil(W / s_i)) of ``out_indices``."""
-        if x.dim() != 4:
-            raise ValueError(f'DynaMixer expects images as a 4-D (N, C, H, W) tensor, got shape {tuple(x.shape)}')
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f'DynaMixer was built for {self.in_chans}-channel images, got an input '
-                             f'with {x.shape[1]} channels, shape {tuple(x.shape)}')
-        x = self.patch_embed(x)
-        outs = []
-        stage = 0
-        for position, module in enumerate(self.network):
-            x = module(x)
-            if position == self.stage_positions[stage]:
-                if stage in self.out_indices:
-                    outs.append(self.output_norm(stage)(x).permute(0, 3, 1, 2))
-                stage += 1
-        return tuple(outs)
+        return tuple(self.forward_intermediates(x, self.out_indices, norm=True, intermediates_only=True))
 
-    def forward_head(self, feature: torch.Tensor) -> torch.Tensor:
-        """Mean over the tokens of the last (normed) map, then the linear head."""
-        return self.head(feature.mean(dim=(2, 3)))
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The last (normed) map -> mean over positions ('avg' pooling) -> the linear head; ``pre_logits``
+        stops before the head."""
+        if self.global_pool == 'avg':
+            x = x.mean(dim=(2, 3))
+        return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x)[-1])

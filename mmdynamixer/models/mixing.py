@@ -1,5 +1,4 @@
 """The DynaMixer operation: token mixing with mixing matrices generated from the tokens."""
-import math
 from typing import Optional
 
 import torch
@@ -9,10 +8,20 @@ from torch import nn
 from ..ops.onednn_linear import linear
 
 
+def static_sizes(*sizes) -> bool:
+    """Whether ``sizes`` are plain ints. They are symbolic while torch.fx, torch.export with dynamic dims or
+    ``torch.compile(dynamic=True)`` trace: a choice made on them (padding, the fast path) must then be the
+    general computation, so that the graph is exact at every size and not only at the traced one."""
+    return all(isinstance(size, int) for size in sizes)
+
+
+@torch.fx.wrap  # a call in torch.fx graphs: the autocast switch works when the graph runs
 def _logits(code: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``generate``'s output in float32 at least (float64 stays float64), whatever autocast chose for ``code``."""
+    """``generate``'s output in float32 at least (float64 stays float64), whatever autocast chose for ``code``:
+    a float16 ``generate`` output overflows for large activations, and no cast afterwards can undo that."""
     dtype = torch.promote_types(code.dtype, torch.float32)
-    return linear(code.to(dtype), weight.to(dtype), bias.to(dtype))
+    with torch.autocast(code.device.type, enabled=False):
+        return linear(code.to(dtype), weight.to(dtype), bias.to(dtype))
 
 
 class DynaMixerOp(nn.Module):
@@ -26,7 +35,8 @@ class DynaMixerOp(nn.Module):
 
     Any other length N runs over windows of ``seq_len`` tokens: the sequence is padded up to a
     multiple of ``seq_len``, padded tokens feed zeros to ``generate`` and get zero weight as
-    sources, and the padded outputs are cropped away. N == seq_len takes the release's path.
+    sources, and the padded outputs are cropped away. N == seq_len gives the release's operation
+    (one window); a concrete N == seq_len takes a shorter path to it.
 
     Args:
         dim (int): Channels D.
@@ -52,16 +62,18 @@ class DynaMixerOp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         length = x.shape[-2]
-        if length == self.seq_len:
+        if static_sizes(length) and length == self.seq_len:
             grid = x.reshape(-1, 1, length, self.dim)
             code = linear(grid, self.compress.weight, self.compress.bias)
             return self.mix_grid(grid, code, dim=2).view(x.shape)
-        num_windows = math.ceil(length / self.seq_len)
+        num_windows = (length + self.seq_len - 1) // self.seq_len
         padded = num_windows * self.seq_len
         windows = F.pad(x, (0, 0, 0, padded - length)).unflatten(-2, (num_windows, self.seq_len))
         valid = (torch.arange(padded, device=x.device) < length).view(num_windows, self.seq_len)
         mixed = self._mix_windows(windows, valid).flatten(-3, -2)
-        return linear(mixed[..., :length, :], self.out.weight, self.out.bias)
+        # Cropped by a negative pad: a new tensor, where a slice would be a view whose layout (contiguous or
+        # not) depends on the size, which torch.export would then fix to the traced size's.
+        return linear(F.pad(mixed, (0, 0, 0, length - padded)), self.out.weight, self.out.bias)
 
     def mix_grid(self, x: torch.Tensor, code: torch.Tensor, dim: int) -> torch.Tensor:
         """The operation (``out`` included) along ``dim`` (1: columns, 2: rows) of a (B, H, W, D) map whose
@@ -80,8 +92,7 @@ class DynaMixerOp(nn.Module):
         order = (0, 1, 3, 2, 4) if dim == 2 else (0, 2, 3, 1, 4)
         code = code.unflatten(-1, (segments, self.reduced_dim)).permute(order).flatten(-2)
         weight, bias = self._destination_major_generate()
-        with torch.autocast(x.device.type, enabled=False):  # logits and softmax in float32, as in _mix_windows
-            weights = _logits(code, weight, bias).unflatten(-1, (seq_len, seq_len)).softmax(-1)
+        weights = _logits(code, weight, bias).unflatten(-1, (seq_len, seq_len)).softmax(-1)
         weights = weights.to(x.dtype)  # (..., L_dst, L_src)
         chunks = x.unflatten(-1, (segments, self.dim // segments)).permute(order)  # (..., S, L_src, D/S)
         inverse = (0, 1, 3, 2, 4) if dim == 2 else (0, 3, 1, 2, 4)
@@ -103,10 +114,7 @@ class DynaMixerOp(nn.Module):
         code = code * valid.unsqueeze(-1).to(code.dtype)
         # (..., L, S*d) -> (..., S, L*d), token-major as the release flattens it.
         code = code.unflatten(-1, (segments, self.reduced_dim)).transpose(-3, -2).flatten(-2)
-        # The mixing logits and their softmax in float32 even under autocast: a float16 ``generate``
-        # output overflows for large activations, and no cast afterwards can undo that.
-        with torch.autocast(x.device.type, enabled=False):
-            logits = _logits(code, self.generate.weight, self.generate.bias)
+        logits = _logits(code, self.generate.weight, self.generate.bias)
         logits = logits.unflatten(-1, (seq_len, seq_len))  # (..., S, L_src, L_dst)
         logits = logits.masked_fill(~valid[..., None, :, None], float('-inf'))
         weights = logits.softmax(dim=-2).to(x.dtype)

@@ -9,8 +9,9 @@ custom op ``mmdynamixer::onednn_linear``, so that ``torch.compile`` keeps it as 
 residual is added in the matmul's epilogue, and ``linear_gelu`` applies GELU there when no gradient
 is needed.
 Anything else (CUDA, other dtypes, autocast, few rows, oneDNN disabled or missing) takes F.linear, and so
-does TorchScript tracing, which FLOP counters (mmengine's FlopAnalyzer) and exporters use and which
-knows ``aten::linear`` but not this op.
+do the tracers whose graphs leave this process: TorchScript tracing (FLOP counters such as mmengine's
+FlopAnalyzer), torch.export and the ONNX exporter built on it, and torch.fx symbolic tracing. Their graphs
+hold ``aten::linear``, never this op.
 """
 from typing import Optional
 
@@ -83,10 +84,11 @@ def _(x, weight, bias):
 
 def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``linear(x, weight)`` takes the oneDNN path."""
+    if isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing() or torch.compiler.is_exporting():
+        return False
     return (_HAVE_ONEDNN and torch.backends.mkldnn.enabled and x.device.type == 'cpu'
             and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and not torch.is_autocast_enabled('cpu') and x.numel() >= MIN_ROWS * x.shape[-1]
-            and not torch.jit.is_tracing())
+            and not torch.is_autocast_enabled('cpu') and x.numel() >= MIN_ROWS * x.shape[-1])
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -100,8 +102,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
 
 def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """F.gelu(F.linear(x, weight, bias)), fused in oneDNN for float32 on CPU when no gradient is needed."""
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                              or (bias is not None and bias.requires_grad))
-    if not needs_grad and onednn_applies(x, weight):
+    if onednn_applies(x, weight) and not (torch.is_grad_enabled() and (
+            x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))):
         return onednn_linear_gelu(x, weight, bias)
     return F.gelu(linear(x, weight, bias))

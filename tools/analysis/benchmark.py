@@ -2,12 +2,18 @@
 
     python tools/analysis/benchmark.py --arch s --batch 8 [--mode infer train] [--precision fp32 bf16 fp16]
                                        [--compile] [--device cpu|cuda] [--threads 2] [--repeat 7] [--json out.json]
+                                       [--onnxruntime dynamic static]
 
 Speed: both models hold the same weights; each measurement alternates ours and the reference, one
 timed step each, and reports medians, so drifts in machine load hit both alike. A training step is
 forward, cross-entropy, backward and an AdamW step. bf16 and fp16 run the step under autocast.
 GFLOP/s counts 2 x the multiply-adds of mmengine's FlopAnalyzer per image (tools/analysis/get_flops.py),
 3 x that for a training step (the backward costs about twice the forward).
+
+--onnxruntime adds our model exported to ONNX (torch's dynamo exporter, as tools/deployment/pytorch2onnx.py
+does) and run by onnxruntime's CPU provider with --threads intra-op threads, for fp32 CPU inference: 'dynamic'
+is the graph with dynamic batch, height and width (one file for every size), 'static' the graph traced for
+exactly this batch and size. It joins the alternation of timed steps.
 
 Peak memory: what a step holds at its peak beyond the weights and the input batch (activations,
 gradients, AdamW's moments created by the first step, temporaries), measured on a step after --warmup
@@ -35,6 +41,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,6 +53,7 @@ from mmdynamixer.testing.release_reference import RefDynaMixer
 
 DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 IMPLEMENTATIONS = ('ours', 'release')
+ONNX_GRAPHS = ('dynamic', 'static')
 
 
 def build(implementation, arch, device):
@@ -71,6 +79,24 @@ def make_step(model, mode, precision, device, batch, size):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return step
+
+
+def export_onnx(model, graph, batch, size, path):
+    """Write ``model`` (images -> logits) as ONNX, with dynamic batch, height and width if ``graph`` is 'dynamic'."""
+    dims = {0: torch.export.Dim('batch'), 2: torch.export.Dim('height'), 3: torch.export.Dim('width')}
+    torch.onnx.export(model.eval(), (torch.randn(batch, 3, size, size),), path, dynamo=True, verbose=False,
+                      input_names=['images'], dynamic_shapes=(dims,) if graph == 'dynamic' else None)
+
+
+def make_onnx_step(path, threads, batch, size):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    feed = {'images': torch.randn(batch, 3, size, size).numpy()}
+    return lambda: session.run(None, feed)
 
 
 def prepare(model, mode, compile_model):
@@ -119,13 +145,17 @@ def peak_memory_mib(step, device, warmup):
     return (proc_status_kib('VmHWM') - base) / 1024
 
 
-def cpu_peak_memory_mib(implementation, arch, mode, precision, args):
-    """Run in a fresh process: build one model and measure its step's peak resident memory."""
+def cpu_peak_memory_mib(implementation, arch, mode, precision, args, onnx_path=None):
+    """Run in a fresh process: build one model (or load ``onnx_path`` in onnxruntime) and measure its step's peak
+    resident memory."""
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device('cpu')
-    model = prepare(build(implementation, arch, device), mode, args.compile)
-    step = make_step(model, mode, precision, device, args.batch, args.size)
+    if onnx_path:
+        step = make_onnx_step(onnx_path, args.threads, args.batch, args.size)
+    else:
+        model = prepare(build(implementation, arch, device), mode, args.compile)
+        step = make_step(model, mode, precision, device, args.batch, args.size)
     return peak_memory_mib(step, device, args.warmup)
 
 
@@ -151,7 +181,11 @@ def parse_args(argv):
     parser.add_argument('--warmup', type=int, default=2, help='untimed steps first (at least 1)')
     parser.add_argument('--repeat', type=int, default=7, help='timed steps of each model (medians reported)')
     parser.add_argument('--json', help='also write the results here')
+    parser.add_argument('--onnxruntime', nargs='+', default=[], choices=ONNX_GRAPHS,
+                        help='also time our model in onnxruntime (CPU, fp32 inference): dynamic and/or static graph')
     args = parser.parse_args(argv)
+    if args.onnxruntime and args.device != 'cpu':
+        parser.error(f'--onnxruntime runs on the CPU provider: it needs --device cpu, got {args.device}')
     if args.warmup < 1:
         parser.error(f'--warmup {args.warmup}: at least 1 is needed (the first step creates the optimizer state)')
     try:
@@ -174,23 +208,31 @@ def main(argv=None):
         context.set_forkserver_preload(['mmdynamixer.analysis', 'mmdynamixer.testing.release_reference'])
 
     rows = []
-    for arch in args.archs:
+    onnx_dir = tempfile.TemporaryDirectory(prefix='benchmark_onnx_')
+    for arch_index, arch in enumerate(args.archs):
         flops = complexity(arch, args.size)['flops']
         models = {name: build(name, arch, device) for name in IMPLEMENTATIONS}
         models['release'].load_state_dict(models['ours'].state_dict())
+        onnx_paths = {}
+        for graph in args.onnxruntime:
+            onnx_paths[f'ort_{graph}'] = str(Path(onnx_dir.name) / f'{arch_index}_{graph}.onnx')
+            export_onnx(models['ours'], graph, args.batch, args.size, onnx_paths[f'ort_{graph}'])
         for mode in args.mode:
             for precision in args.precision:
                 prepared = {name: prepare(model, mode, args.compile) for name, model in models.items()}
                 steps = {name: make_step(model, mode, precision, device, args.batch, args.size)
                          for name, model in prepared.items()}
+                onnx_rows = onnx_paths if (mode, precision) == ('infer', 'fp32') else {}
+                steps.update({name: make_onnx_step(path, args.threads, args.batch, args.size)
+                              for name, path in onnx_rows.items()})
                 if device.type == 'cuda':  # the memory pass warms up too
                     memory = {name: peak_memory_mib(step, device, args.warmup) for name, step in steps.items()}
                 else:
                     memory = {}
-                    for name in IMPLEMENTATIONS:
+                    for name in list(IMPLEMENTATIONS) + list(onnx_rows):
                         with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
                             memory[name] = pool.submit(cpu_peak_memory_mib, name, arch, mode, precision,
-                                                       args).result()
+                                                       args, onnx_rows.get(name)).result()
                     for _ in range(args.warmup):
                         for step in steps.values():
                             step()
@@ -207,18 +249,23 @@ def main(argv=None):
                 row['speedup'] = row['ours_img_s'] / row['release_img_s']
                 row['ours_gflop_s'] = row['ours_img_s'] * 2 * flops * (3 if mode == 'train' else 1) / 1e9
                 rows.append(row)
+    onnx_dir.cleanup()
     env['loadavg_after'] = os.getloadavg()
 
     print(f"{env['device']}, torch {env['torch']}, {args.size} x {args.size}; medians of {args.repeat} steps "
           f"after {args.warmup} warm-up; load average {env['loadavg_before'][0]:.2f} before, "
           f"{env['loadavg_after'][0]:.2f} after\n")
+    onnx_names = [f'ort_{graph}' for graph in args.onnxruntime]
+    onnx_header = ''.join(f' {name} img/s | {name} peak MiB |' for name in onnx_names)
     print('| arch | mode | precision | compile | batch | ours img/s | release img/s | ours / release '
-          '| ours GFLOP/s | ours peak MiB | release peak MiB |')
-    print('|---|---|---|---|---|---:|---:|---:|---:|---:|---:|')
+          '| ours GFLOP/s | ours peak MiB | release peak MiB |' + onnx_header)
+    print('|---|---|---|---|---|---:|---:|---:|---:|---:|---:|' + '---:|---:|' * len(onnx_names))
     for r in rows:
+        onnx_cells = ''.join(f" {r[f'{name}_img_s']:.2f} | {r[f'{name}_peak_mib']:.0f} |" if f'{name}_img_s' in r
+                             else ' - | - |' for name in onnx_names)
         print(f"| {arch_label(r['arch'])} | {r['mode']} | {r['precision']} | {r['compile']} | {r['batch']} "
               f"| {r['ours_img_s']:.2f} | {r['release_img_s']:.2f} | {r['speedup']:.2f} | {r['ours_gflop_s']:.0f} "
-              f"| {r['ours_peak_mib']:.0f} | {r['release_peak_mib']:.0f} |")
+              f"| {r['ours_peak_mib']:.0f} | {r['release_peak_mib']:.0f} |" + onnx_cells)
     if args.json:
         Path(args.json).write_text(json.dumps(dict(environment=env, results=rows), indent=2))
 
