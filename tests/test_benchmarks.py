@@ -11,6 +11,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
 from mmdynamixer.models import DynaMixerNet
 from mmdynamixer.testing import TINY_ARCH, tool_env
@@ -79,7 +80,7 @@ def test_benchmark_speed_and_memory(tmp_path):
     # F.linear (oneDNN off: torch cannot see into that custom op); LayerNorm and the like are not counted there.
     model = DynaMixerNet(WIDE_ARCH).eval()
     with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False), \
-            torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+            FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, 3, 56, 56))
     assert rows['train']['gflops_per_image'] == pytest.approx(counter.get_total_flops() / 2e9, rel=0.02)
     assert f"| custom | train | fp32 | False | 2 | {rows['train']['ours_img_s']:.2f} |" in run.stdout
