@@ -1,6 +1,7 @@
 """Checkpoint files a user hands us, and conversion between the authors' release (timm-style) and mmpretrain's
 layout."""
 import argparse
+import math
 import os
 import re
 import zipfile
@@ -8,6 +9,7 @@ from collections import OrderedDict
 from typing import Mapping, Union
 
 import torch
+import torch.nn.functional as F
 
 # Every parameter name of the release (``models/vision_model.py``, ``models/dynamixer.py``).
 _LAYER = r'network\.\d+\.\d+\.'
@@ -114,3 +116,64 @@ def mmpretrain_to_release(state_dict: Mapping) -> 'OrderedDict[str, torch.Tensor
         else:
             raise ValueError(f'Cannot map {key!r}: expected backbone.* or head.fc.* keys of a DynaMixer classifier')
     return converted
+
+
+_GENERATE_KEY = re.compile(r'^(?P<prefix>.*?)network\.(?P<entry>\d+)\.\d+\.attn\.mix_[hw]\.generate\.(weight|bias)$')
+
+
+def generate_token_counts(state_dict: Mapping, image_size: int) -> 'OrderedDict[int, int]':
+    """Tokens per side at each stage (``network.<k>`` entry holding layers) for ``image_size``-pixel square
+    images: the patch size and each transition's stride (its conv's kernel) are read from the state dict, and
+    every map's side is rounded up, as the model pads it. Keys may carry a prefix (``backbone.``)."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f'image_size={image_size!r}: expected a positive int (pixels per side)')
+    entries = sorted({int(m['entry']) for m in map(_GENERATE_KEY.match, state_dict) if m})
+    if not entries:
+        raise ValueError(f'No DynaMixer generate layers (network.<k>.<j>.attn.mix_h.generate.weight) among the '
+                         f'{len(state_dict)} keys (first: {list(state_dict)[:5]})')
+    prefix = _GENERATE_KEY.match(next(k for k in state_dict if _GENERATE_KEY.match(k)))['prefix']
+    if f'{prefix}patch_embed.proj.weight' not in state_dict:
+        raise ValueError(f'No {prefix}patch_embed.proj.weight: cannot tell the patch size')
+    stride = state_dict[f'{prefix}patch_embed.proj.weight'].shape[-1]
+    counts = OrderedDict()
+    for entry in range(entries[-1] + 1):
+        transition = state_dict.get(f'{prefix}network.{entry}.proj.weight')
+        if transition is not None:
+            stride *= transition.shape[-1]
+        elif entry in entries:
+            counts[entry] = -(-image_size // stride)
+    return counts
+
+
+def resample_generate(state_dict: Mapping, image_size: int) -> 'OrderedDict[str, torch.Tensor]':
+    """Adapt every ``generate`` layer to the token grid of ``image_size``-pixel images, as ViTs resample their
+    position embeddings; every other tensor is kept as it is.
+
+    ``generate`` maps a window's L x d compressed tokens to L x L mixing logits: its weight, viewed as
+    (L_src, L_dst, L_in, d) (the logit of source token i for destination j reads input token k's features), is
+    interpolated linearly over its three token axes to L', its bias (L_src, L_dst) over its two, and the weight is
+    scaled by L / L' so that a logit, a sum over L' input tokens instead of L, keeps its magnitude. The model
+    built with ``resolutions`` set to the new counts (:func:`generate_token_counts`) then mixes each row and
+    column of the new grid in one window instead of padded windows of L."""
+    counts = generate_token_counts(state_dict, image_size)
+    resampled = OrderedDict()
+    for key, value in state_dict.items():
+        match = _GENERATE_KEY.match(key)
+        if match is None:
+            resampled[key] = value
+            continue
+        new_len = counts[int(match['entry'])]
+        length = math.isqrt(value.shape[0])
+        if length * length != value.shape[0] or (value.dim() == 2 and value.shape[1] % length):
+            raise ValueError(f'{key} has shape {tuple(value.shape)}: a generate layer has L*L outputs and L*d '
+                             f'inputs')
+        grid = value.detach().to(torch.float64)
+        if value.dim() == 2:  # (L_src, L_dst, L_in, d) -> (1, d, L_src, L_dst, L_in)
+            grid = grid.view(length, length, length, -1).permute(3, 0, 1, 2)[None]
+            grid = F.interpolate(grid, size=(new_len,) * 3, mode='trilinear', align_corners=False)
+            grid = (grid * (length / new_len))[0].permute(1, 2, 3, 0).reshape(new_len * new_len, -1)
+        else:
+            grid = grid.view(1, 1, length, length)
+            grid = F.interpolate(grid, size=(new_len,) * 2, mode='bilinear', align_corners=False).reshape(-1)
+        resampled[key] = grid.to(value.dtype)
+    return resampled

@@ -22,6 +22,8 @@ from ..models.dynamixer import DynaMixerNet, arch_zoo
 MIN_PRETRAINED_FRACTION = 0.5
 # Output norms of stages other than the classifier's last (dense backbones): new, absent from a classifier.
 _OUTPUT_NORM = re.compile(r'^norm\d+\.')
+# A layer (network.<entry>.<layer>.) or a transition (network.<entry>.proj.).
+_NETWORK_ENTRY = re.compile(r'^network\.(?P<entry>\d+)\.(?:(?P<layer>\d+)|proj)\.')
 
 
 @MODELS.register_module()
@@ -129,6 +131,27 @@ class DynaMixer(DynaMixerNet, BaseBackbone):
             f'under the prefix the checkpoint has {len(candidates)} keys, e.g. {list(candidates)[:4]}'
             + (f', shapes differing: {mismatched[:3]}' if mismatched else '')
             + f'; its keys are e.g. {list(state_dict)[:4]}.')
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """Depth of a parameter and the number of depths, for mmpretrain's layer-wise lr decay
+        (``LearningRateDecayOptimWrapperConstructor`` with ``layer_decay_rate``): the patch embedding 0, the k-th
+        DynaMixer layer (counted over all stages from 1) k, a transition that of the layer before it (as Swin's
+        patch merging), the output norms and everything not under ``prefix`` (the head) the last depth."""
+        num_layers = sum(len(self.network[position]) for position in self.stage_positions)
+        last = num_layers + 1
+        if not param_name.startswith(prefix):
+            return last, last + 1
+        name = param_name[len(prefix):]
+        if name.startswith('patch_embed.'):
+            return 0, last + 1
+        match = _NETWORK_ENTRY.match(name)
+        if match is None:
+            return last, last + 1
+        entry = int(match['entry'])
+        depth = sum(len(self.network[position]) for position in self.stage_positions if position < entry)
+        if match['layer'] is not None:
+            depth += int(match['layer']) + 1
+        return depth, last + 1
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         return self.forward_features(x)
