@@ -71,9 +71,12 @@ class DynaMixerOp(nn.Module):
         windows = F.pad(x, (0, 0, 0, padded - length)).unflatten(-2, (num_windows, self.seq_len))
         valid = (torch.arange(padded, device=x.device) < length).view(num_windows, self.seq_len)
         mixed = self._mix_windows(windows, valid).flatten(-3, -2)
-        # Cropped by a negative pad: a new tensor, where a slice would be a view whose layout (contiguous or
-        # not) depends on the size, which torch.export would then fix to the traced size's.
-        return linear(F.pad(mixed, (0, 0, 0, length - padded)), self.out.weight, self.out.bias)
+        if static_sizes(length):
+            mixed = mixed[..., :length, :]
+        else:  # cropped by a negative pad: a new tensor, where a slice would be a view whose layout (contiguous
+            # or not) depends on the size, and torch.export would fix that layout to the traced size's
+            mixed = F.pad(mixed, (0, 0, 0, length - padded))
+        return linear(mixed, self.out.weight, self.out.bias)
 
     def mix_grid(self, x: torch.Tensor, code: torch.Tensor, dim: int) -> torch.Tensor:
         """The operation (``out`` included) along ``dim`` (1: columns, 2: rows) of a (B, H, W, D) map whose
