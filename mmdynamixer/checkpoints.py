@@ -1,5 +1,5 @@
-"""Checkpoint files a user hands us, and conversion between the authors' release (timm-style) and mmpretrain's
-layout."""
+"""Checkpoint files a user hands us, conversion between the authors' release (timm-style) and mmpretrain's
+layout, and resampling of the ``generate`` layers to another input size."""
 import argparse
 import math
 import os
