@@ -20,6 +20,8 @@ import torch.nn.functional as F
 
 _POINTWISE = getattr(getattr(torch.ops, 'mkldnn', None), '_linear_pointwise', None)
 _HAVE_ONEDNN = _POINTWISE is not None and torch.backends.mkldnn.is_available()
+# torch.compiler.is_exporting is newer than the torch >= 2.4 the model supports.
+_is_exporting = getattr(torch.compiler, 'is_exporting', lambda: False)
 # Below this many rows a call's fixed cost (tens of microseconds) outweighs oneDNN's faster kernel.
 MIN_ROWS = 256
 
@@ -84,7 +86,7 @@ def _(x, weight, bias):
 
 def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``linear(x, weight)`` takes the oneDNN path."""
-    if isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing() or torch.compiler.is_exporting():
+    if isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing() or _is_exporting():
         return False
     return (_HAVE_ONEDNN and torch.backends.mkldnn.enabled and x.device.type == 'cpu'
             and x.dtype == torch.float32 and weight.dtype == torch.float32
