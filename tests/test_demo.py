@@ -1,6 +1,6 @@
 """The digits demo's ending: tools/demo/image_demo.py on a held-out digit with a checkpoint trained by
 tools/train.py (printed top-k, a valid PNG, the checkpoint's own prediction), and tools/demo/summarize_run.py on
-that run and on fabricated work_dirs."""
+that run and on fabricated work_dirs (its summary and its training curves PNG)."""
 import json
 import os
 import runpy
@@ -18,6 +18,13 @@ from mmdynamixer.testing import build_mmpretrain_model
 
 DIGITS = 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py'
 SUMMARY = 'tools/demo/summarize_run.py'
+CURVES_PIXELS = (1000, 400)  # summarize_run.py's figure: 10 x 4 inches at 100 dpi
+
+
+def assert_png(path, size):
+    with Image.open(path) as image:
+        assert image.format == 'PNG' and image.size == size
+        image.load()  # decodes the whole file: a truncated one raises
 
 
 @pytest.fixture(scope='module')
@@ -90,15 +97,23 @@ def test_summary_of_the_trained_run(trained, repo, digits):
     assert lines[1] == f'Checkpoint: {checkpoint}'
     assert shlex.split(lines[3])[1:] == ['tools/demo/image_demo.py', 'data/digits/val/0/x.png', DIGITS,
                                          str(checkpoint), '--out-file', 'result.png']
+    assert lines[4:] == [f'Training curves: {work_dir / "curves.png"}']
+    assert_png(work_dir / 'curves.png', CURVES_PIXELS)
+    loss_axes, top1_axes = runpy.run_path(str(repo / SUMMARY))['curves_figure'](str(work_dir), DIGITS).axes
+    assert loss_axes.lines[0].get_xydata().tolist() == [[r['step'], r['loss']] for r in logged if 'loss' in r]
+    assert top1_axes.lines[0].get_xydata().tolist() == [[1, top1[0]]]
 
 
-def _fabricate_run(work_dir, runs, checkpoints, pointer=None):
+def _fabricate_run(work_dir, runs, checkpoints, pointer=None, losses=None):
     """A work_dir as mmengine leaves it: ``<timestamp>/vis_data/scalars.json`` per run (train lines by iteration,
-    validation lines by epoch), checkpoint files, a last_checkpoint pointer."""
+    10 an epoch: ``losses[timestamp]`` as (iteration, loss) pairs, else one line in the epoch of the run's first
+    validation; validation lines by epoch), checkpoint files, a last_checkpoint pointer."""
     for timestamp, val in runs.items():
         folder = work_dir / timestamp / 'vis_data'
         folder.mkdir(parents=True)
-        lines = [dict(lr=1e-3, loss=2.3, epoch=1, iter=5, step=5)]
+        logged = (losses or {}).get(timestamp, [((val[0][0] - 1) * 10 + 5, 2.3)])
+        lines = [dict(lr=1e-3, loss=loss, epoch=(iteration - 1) // 10 + 1, iter=iteration, step=iteration)
+                 for iteration, loss in logged]
         lines += [{'accuracy/top1': top1, 'data_time': 0.01, 'time': 0.1, 'step': epoch} for epoch, top1 in val]
         (folder / 'scalars.json').write_text(''.join(json.dumps(line) + '\n' for line in lines))
     for name in checkpoints:
@@ -107,9 +122,9 @@ def _fabricate_run(work_dir, runs, checkpoints, pointer=None):
         (work_dir / 'last_checkpoint').write_text(str(work_dir / pointer))
 
 
-def summarize(repo, work_dir):
-    return subprocess.run([sys.executable, SUMMARY, str(work_dir), DIGITS, '--image', 'digit.png'], cwd=repo,
-                          capture_output=True, text=True)
+def summarize(repo, work_dir, *options):
+    return subprocess.run([sys.executable, SUMMARY, str(work_dir), DIGITS, '--image', 'digit.png', *options],
+                          cwd=repo, capture_output=True, text=True)
 
 
 def test_summary_reads_every_run_and_the_best_checkpoint(tmp_path, repo):
@@ -143,3 +158,48 @@ def test_summary_without_best_checkpoint_or_results(tmp_path, repo):
     run = summarize(repo, tmp_path / 'empty')
     assert run.returncode == 1
     assert f'{tmp_path / "empty"} has no validation result and no checkpoint' in run.stderr
+
+
+def test_curves_of_a_resumed_run(tmp_path, repo):
+    # The first run logged every 5 iterations up to epoch 5; it was resumed from epoch 2 (iteration 20), logging
+    # every 10, and stopped after epoch 4: from epoch 3 (iteration 21) on only the resumed run counts, which
+    # drops the first run's iterations 25, 35, 45, 50 and epoch 5 too.
+    _fabricate_run(tmp_path, {'20240101_120000': [(1, 40.0), (2, 70.0), (3, 80.0), (4, 85.0), (5, 97.0)],
+                              '20240101_130000': [(3, 82.0), (4, 88.0)]},
+                   ['epoch_4.pth', 'best_accuracy_top1_epoch_4.pth'], pointer='epoch_4.pth',
+                   losses={'20240101_120000': [(5, 2.3), (10, 2.2), (15, 2.0), (20, 1.9), (25, 1.7), (30, 1.6),
+                                               (35, 1.5), (40, 1.4), (45, 1.3), (50, 1.2)],
+                           '20240101_130000': [(30, 1.65), (40, 1.45)]})
+    run = summarize(repo, tmp_path)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == 'Best accuracy/top1: 88.00 % at epoch 4 (validated at epochs 1, 2, 3, 4)'
+    assert lines[4:] == [f'Training curves: {tmp_path / "curves.png"}']
+    assert_png(tmp_path / 'curves.png', CURVES_PIXELS)
+
+    figure = runpy.run_path(str(repo / SUMMARY))['curves_figure'](str(tmp_path), DIGITS)
+    loss_axes, top1_axes = figure.axes
+    assert loss_axes.lines[0].get_xydata().tolist() == [[5, 2.3], [10, 2.2], [15, 2.0], [20, 1.9], [30, 1.65],
+                                                        [40, 1.45]]
+    assert top1_axes.lines[0].get_xydata().tolist() == [[1, 40.0], [2, 70.0], [3, 82.0], [4, 88.0]]
+    assert top1_axes.lines[1].get_xydata().tolist() == [[4, 88.0]]  # the best, marked
+    assert (loss_axes.get_xlabel(), loss_axes.get_ylabel()) == ('iteration', 'training loss')
+    assert (top1_axes.get_xlabel(), top1_axes.get_ylabel()) == ('epoch', 'validation accuracy/top1 (%)')
+    assert 'dynamixer-tiny_2xb64_digits' in figure.get_suptitle()
+
+
+def test_curves_option(tmp_path, repo):
+    work_dir = tmp_path / 'work_dir'
+    _fabricate_run(work_dir, {'20240101_120000': [(10, 50.0)]}, ['epoch_10.pth'], pointer='epoch_10.pth')
+    chosen = tmp_path / 'plots' / 'new' / 'run.png'  # its folders are created
+    run = summarize(repo, work_dir, '--curves', str(chosen))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == f'Training curves: {chosen}'
+    assert_png(chosen, CURVES_PIXELS)
+    assert not (work_dir / 'curves.png').exists()
+
+    run = summarize(repo, work_dir, '--curves', str(tmp_path / 'run.jpg'))
+    assert run.returncode == 1 and f"--curves '{tmp_path / 'run.jpg'}' must name a .png file" in run.stderr
+    (tmp_path / 'folder.png').mkdir()
+    run = summarize(repo, work_dir, '--curves', str(tmp_path / 'folder.png'))
+    assert run.returncode == 1 and f"--curves '{tmp_path / 'folder.png'}' is a folder" in run.stderr

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The embedded demo: sets up (or refreshes) .venv, writes scikit-learn's digits to data/digits as an
 # ImageNet-style folder, trains a DynaMixer on it with tools/dist_train.sh on 2 CPU processes, and ends by
-# printing the best top-1 and its epoch, the checkpoint, and the command that classifies an image with it.
+# printing the best top-1 and its epoch, the checkpoint, and the command that classifies an image with it, and by
+# drawing the training loss and validation top-1 curves into WORK_DIR/curves.png.
 # Extra args go to train.py (e.g. --work-dir, --cfg-options).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
