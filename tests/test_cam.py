@@ -126,3 +126,40 @@ def test_vis_cam_tool_draws_the_map_beside_the_image(classifier, digits, repo, t
     assert exit_info.value.code == 2
     assert "target layer 'backbone.head' does not output a DynaMixer stage map" in capsys.readouterr().err
     assert not (tmp_path / 'x.png').exists()
+
+
+def test_cam_localization_on_canvases(classifier, digits, repo, tmp_path, monkeypatch, capsys):
+    checkpoint = tmp_path / 'digits.pth'
+    torch.save({'state_dict': classifier.state_dict(),
+                'meta': {'dataset_meta': {'classes': [str(d) for d in range(10)]}}}, checkpoint)
+    folder = tmp_path / 'held_out'
+    images = []
+    for digit in ('1', '7'):
+        (folder / digit).mkdir(parents=True)
+        for source in sorted(digits.glob(f'val/{digit}/*.png'))[:2]:
+            images.append((folder / digit / source.name, int(digit)))
+            images[-1][0].write_bytes(source.read_bytes())
+    cfg = Config.fromfile(repo / DIGITS).data_preprocessor
+    mean, std = (torch.tensor(cfg[k]).view(3, 1, 1) for k in ('mean', 'std'))
+    pixels = torch.stack([torch.from_numpy(np.asarray(Image.open(path).convert('RGB'), dtype=np.float32))
+                          .permute(2, 0, 1) for path, _ in images])
+    with torch.no_grad():
+        correct = sum(int(p) == label for p, (_, label) in zip(classifier((pixels - mean) / std).argmax(1), images))
+    tool = str(repo / 'tools/analysis/cam_localization.py')
+
+    # A canvas of the image's own size: the image fills it, every peak is inside, the canvases are the images.
+    monkeypatch.setattr(sys, 'argv', ['cam_localization.py', str(repo / DIGITS), str(checkpoint), str(folder),
+                                      '--canvas', '56', '--out-file', str(tmp_path / 'same.png')])
+    runpy.run_path(tool, run_name='__main__')
+    printed = capsys.readouterr().out.splitlines()
+    start = printed.index(f'4 images of {folder} on 56 x 56 canvases (seed 0), gradcam at backbone.norm:')
+    assert printed[start + 1:start + 3] == ['  peak of the true class\'s map inside the image: 100.0 % (chance 100.0 %)',
+                                            f'  top-1 on the canvases: {100 * correct / 4:.1f} %']
+
+    out_file = tmp_path / 'canvases.png'
+    monkeypatch.setattr(sys, 'argv', ['cam_localization.py', str(repo / DIGITS), str(checkpoint), str(folder),
+                                      '--canvas', '70', '--out-file', str(out_file)])
+    runpy.run_path(tool, run_name='__main__')
+    assert '(chance 64.0 %)' in capsys.readouterr().out
+    with Image.open(out_file) as drawn:  # one example per class, 3 to a row: 70 x 140 pairs enlarged to 224 high
+        assert drawn.format == 'PNG' and drawn.size == (3 * 448, 224)
