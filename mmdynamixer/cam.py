@@ -16,10 +16,10 @@ import torch
 
 DEFAULT_TARGET_LAYER = 'backbone.norm'  # the normed last map the head averages: Grad-CAM there is CAM
 
-
 # pytorch-grad-cam's classes for the methods that weight the maps of the target layers.
 METHODS = {'gradcam': 'GradCAM', 'gradcam++': 'GradCAMPlusPlus', 'xgradcam': 'XGradCAM', 'hirescam': 'HiResCAM',
            'layercam': 'LayerCAM', 'eigencam': 'EigenCAM', 'eigengradcam': 'EigenGradCAM'}
+CLASS_AGNOSTIC = {'eigencam'}  # the first principal component of the map: no gradient, the same for every class
 
 
 def channels_first(tensor: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,14 @@ def covered_side(side: int, backbone, stage: int) -> int:
 def resolve_target_layers(model, names: Sequence[str]) -> Tuple[List[torch.nn.Module], int]:
     """The modules named (as in ``model.named_modules()``) and the one stage whose map they all output;
     ValueError naming the allowed layers otherwise."""
-    backbone = model.backbone
+    from .models import DynaMixerNet
+
+    backbone = getattr(model, 'backbone', None)
+    if not isinstance(backbone, DynaMixerNet):
+        raise ValueError(f'class activation maps here are for DynaMixer classifiers; the model\'s backbone is '
+                         f'{type(backbone).__name__}')
+    if not names:
+        raise ValueError('no target layers given: name at least one, e.g. backbone.norm')
     stages = {}
     for name in names:
         try:
@@ -84,6 +91,8 @@ def class_activation_map(model, inputs: torch.Tensor, target_layers: Sequence[st
 
     if method not in METHODS:
         raise ValueError(f'method {method!r} is not supported: allowed {", ".join(METHODS)}')
+    if inputs.dim() != 4 or inputs.shape[0] != 1:
+        raise ValueError(f'expected one preprocessed image as a (1, 3, H, W) tensor, got shape {tuple(inputs.shape)}')
     num_classes = model.head.num_classes
     if target_category is not None and not 0 <= target_category < num_classes:
         raise ValueError(f'target_category {target_category} is out of range: the model has {num_classes} '
@@ -93,6 +102,7 @@ def class_activation_map(model, inputs: torch.Tensor, target_layers: Sequence[st
     covered = (covered_side(width, model.backbone, stage), covered_side(height, model.backbone, stage))
 
     class CoveredAreaCAM(getattr(pytorch_grad_cam, METHODS[method])):
+        # BaseCAM scales each layer's map to this size (an internal of pytorch-grad-cam, as of the pinned 1.5.5).
         def get_target_width_height(self, input_tensor):
             return covered  # (width, height) that the map's cells cover; cropped to the image below
 

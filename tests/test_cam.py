@@ -90,19 +90,33 @@ def test_bad_target_layers_method_or_class_are_named(classifier):
         cam.class_activation_map(classifier, inputs, method='scorecam')
     with pytest.raises(ValueError, match=r'target_category 10 is out of range: the model has 10 classes, 0..9'):
         cam.class_activation_map(classifier, inputs, target_category=10)
+    with pytest.raises(ValueError, match=r'a \(1, 3, H, W\) tensor, got shape \(2, 3, 56, 56\)'):
+        cam.class_activation_map(classifier, torch.zeros(2, 3, 56, 56))
+    with pytest.raises(ValueError, match='no target layers given'):
+        cam.class_activation_map(classifier, inputs, [])
+    resnet = build_mmpretrain_model(dict(type='ImageClassifier', backbone=dict(type='ResNet', depth=18),
+                                         neck=dict(type='GlobalAveragePooling'),
+                                         head=dict(type='LinearClsHead', num_classes=10, in_channels=512)))
+    with pytest.raises(ValueError, match="for DynaMixer classifiers; the model's backbone is ResNet"):
+        cam.class_activation_map(resnet, inputs, ['backbone.norm'])
 
 
 def test_vis_cam_tool_draws_the_map_beside_the_image(classifier, digits, repo, tmp_path, monkeypatch, capsys):
     checkpoint = tmp_path / 'digits.pth'
     torch.save({'state_dict': classifier.state_dict(),
                 'meta': {'dataset_meta': {'classes': [str(d) for d in range(10)]}}}, checkpoint)
-    image = sorted(digits.glob('val/7/*.png'))[0]
-    pixels = torch.from_numpy(np.asarray(Image.open(image).convert('RGB'), dtype=np.float32)).permute(2, 0, 1)
+    # A held-out 7 in red, so a swap of red and blue anywhere shows.
+    grey = np.asarray(Image.open(sorted(digits.glob('val/7/*.png'))[0]).convert('L'))
+    red = np.stack([grey, grey // 4, np.zeros_like(grey)], axis=-1)
+    image = tmp_path / 'red7.png'
+    Image.fromarray(red).save(image)
     cfg = Config.fromfile(repo / DIGITS).data_preprocessor
     mean, std = (torch.tensor(cfg[k]).view(3, 1, 1) for k in ('mean', 'std'))
+    inputs = ((torch.from_numpy(red).permute(2, 0, 1).float() - mean) / std)[None]  # RGB, as the config says
     with torch.no_grad():
-        scores = classifier(((pixels - mean) / std)[None])[0].softmax(dim=-1)
+        scores = classifier(inputs)[0].softmax(dim=-1)
     predicted = int(scores.argmax())
+    grayscale, _, _ = cam.class_activation_map(classifier, inputs)
 
     out_file = tmp_path / 'cam.png'
     monkeypatch.setattr(sys, 'argv', ['vis_cam.py', str(image), str(repo / DIGITS), str(checkpoint),
@@ -114,10 +128,12 @@ def test_vis_cam_tool_draws_the_map_beside_the_image(classifier, digits, repo, t
     assert printed[-1] == f'wrote {out_file}'
     with Image.open(out_file) as drawn:
         assert drawn.format == 'PNG' and drawn.size == (448, 224)  # 56 x 56 input and overlay, enlarged 4x
-        strip = np.asarray(drawn.convert('RGB'))
-    digit = np.asarray(Image.open(image).convert('RGB').resize((224, 224), Image.NEAREST))
-    np.testing.assert_array_equal(strip[:, :224], digit)  # the input on the left, as the model saw it
-    assert np.abs(strip[:, 224:].astype(int) - digit).mean() > 20  # the coloured map over it on the right
+        strip = np.asarray(drawn.convert('RGB')).astype(int)
+    np.testing.assert_array_equal(strip[:, :224], red.repeat(4, axis=0).repeat(4, axis=1))  # the input, left
+    # On the right the jet colour map over it: red-brown where the map peaks, blue where it is lowest.
+    hottest, coldest = (np.unravel_index(f(grayscale), grayscale.shape) for f in (np.argmax, np.argmin))
+    peak, low = (strip[4 * row + 2, 224 + 4 * col + 2] - red[row, col] / 2 for row, col in (hottest, coldest))
+    assert peak[0] > 50 and peak[2] < 10 and low[2] > 50 and low[0] < 10, (peak, low)
 
     monkeypatch.setattr(sys, 'argv', ['vis_cam.py', str(image), str(repo / DIGITS), str(checkpoint),
                                       '--target-layers', 'backbone.head', '--out-file', str(tmp_path / 'x.png')])
@@ -128,38 +144,41 @@ def test_vis_cam_tool_draws_the_map_beside_the_image(classifier, digits, repo, t
     assert not (tmp_path / 'x.png').exists()
 
 
-def test_cam_localization_on_canvases(classifier, digits, repo, tmp_path, monkeypatch, capsys):
+def test_cam_localization_counts_peaks_inside_the_pasted_image(classifier, digits, repo, tmp_path, monkeypatch,
+                                                               capsys):
     checkpoint = tmp_path / 'digits.pth'
     torch.save({'state_dict': classifier.state_dict(),
                 'meta': {'dataset_meta': {'classes': [str(d) for d in range(10)]}}}, checkpoint)
     folder = tmp_path / 'held_out'
-    images = []
     for digit in ('1', '7'):
         (folder / digit).mkdir(parents=True)
-        for source in sorted(digits.glob(f'val/{digit}/*.png'))[:2]:
-            images.append((folder / digit / source.name, int(digit)))
-            images[-1][0].write_bytes(source.read_bytes())
-    cfg = Config.fromfile(repo / DIGITS).data_preprocessor
-    mean, std = (torch.tensor(cfg[k]).view(3, 1, 1) for k in ('mean', 'std'))
-    pixels = torch.stack([torch.from_numpy(np.asarray(Image.open(path).convert('RGB'), dtype=np.float32))
-                          .permute(2, 0, 1) for path, _ in images])
-    with torch.no_grad():
-        correct = sum(int(p) == label for p, (_, label) in zip(classifier((pixels - mean) / std).argmax(1), images))
+        for source in sorted(digits.glob(f'val/{digit}/*.png'))[:4]:
+            (folder / digit / source.name).write_bytes(source.read_bytes())
     tool = str(repo / 'tools/analysis/cam_localization.py')
+    preprocessor = Config.fromfile(repo / DIGITS).data_preprocessor
+    background = (-torch.tensor(preprocessor.mean) / torch.tensor(preprocessor.std)).view(3, 1, 1)  # black, normed
 
-    # A canvas of the image's own size: the image fills it, every peak is inside, the canvases are the images.
-    monkeypatch.setattr(sys, 'argv', ['cam_localization.py', str(repo / DIGITS), str(checkpoint), str(folder),
-                                      '--canvas', '56', '--out-file', str(tmp_path / 'same.png')])
-    runpy.run_path(tool, run_name='__main__')
-    printed = capsys.readouterr().out.splitlines()
-    start = printed.index(f'4 images of {folder} on 56 x 56 canvases (seed 0), gradcam at backbone.norm:')
-    assert printed[start + 1:start + 3] == ['  peak of the true class\'s map inside the image: 100.0 % (chance 100.0 %)',
-                                            f'  top-1 on the canvases: {100 * correct / 4:.1f} %']
+    def run(canvas, peak_offset):
+        """The tool with maps that peak at the centre of the ink on each canvas, moved ``peak_offset`` pixels
+        sideways (to the right, or to the left where that would leave the canvas)."""
+        def fake_map(model, inputs, target_layers, method, label):
+            rows, cols = np.nonzero(((inputs[0] - background).abs().sum(0) > 1e-3).numpy())
+            row, col = (rows.min() + rows.max()) // 2, (cols.min() + cols.max()) // 2
+            grayscale = np.zeros(inputs.shape[-2:], np.float32)
+            grayscale[row, col + peak_offset if col + peak_offset < canvas else col - peak_offset] = 1
+            return grayscale, label, torch.nn.functional.one_hot(torch.tensor(label), 10).float()
 
-    out_file = tmp_path / 'canvases.png'
-    monkeypatch.setattr(sys, 'argv', ['cam_localization.py', str(repo / DIGITS), str(checkpoint), str(folder),
-                                      '--canvas', '70', '--out-file', str(out_file)])
-    runpy.run_path(tool, run_name='__main__')
-    assert '(chance 64.0 %)' in capsys.readouterr().out
-    with Image.open(out_file) as drawn:  # one example per class, 3 to a row: 70 x 140 pairs enlarged to 224 high
+        monkeypatch.setattr(cam, 'class_activation_map', fake_map)
+        monkeypatch.setattr(sys, 'argv', ['cam_localization.py', str(repo / DIGITS), str(checkpoint), str(folder),
+                                          '--canvas', str(canvas), '--out-file', str(tmp_path / 'canvases.png')])
+        runpy.run_path(tool, run_name='__main__')
+        printed = capsys.readouterr().out.splitlines()
+        return printed[printed.index(f'8 images of {folder} on {canvas} x {canvas} canvases (seed 0), gradcam at '
+                                     'backbone.norm:') + 1:]
+
+    # On 224-pixel canvases a digit off the diagonal would miss a map transposed by mistake.
+    assert run(224, 0)[:2] == ["  peak of the true class's map inside the image: 100.0 % (chance 6.2 %)",
+                               '  top-1 on the canvases: 100.0 %']
+    assert run(224, 56)[0] == "  peak of the true class's map inside the image: 0.0 % (chance 6.2 %)"
+    with Image.open(tmp_path / 'canvases.png') as drawn:  # one example per class, 3 to a row, 224 x 448 each
         assert drawn.format == 'PNG' and drawn.size == (3 * 448, 224)

@@ -198,8 +198,13 @@ def test_curves_option(tmp_path, repo):
     assert_png(chosen, CURVES_PIXELS)
     assert not (work_dir / 'curves.png').exists()
 
+    # Refused before anything is read or printed.
     run = summarize(repo, work_dir, '--curves', str(tmp_path / 'run.jpg'))
-    assert run.returncode == 1 and f"--curves '{tmp_path / 'run.jpg'}' must name a .png file" in run.stderr
+    assert run.returncode == 2 and not run.stdout
+    assert f"--curves '{tmp_path / 'run.jpg'}' must name a .png file" in run.stderr
     (tmp_path / 'folder.png').mkdir()
     run = summarize(repo, work_dir, '--curves', str(tmp_path / 'folder.png'))
-    assert run.returncode == 1 and f"--curves '{tmp_path / 'folder.png'}' is a folder" in run.stderr
+    assert run.returncode == 2 and f"--curves '{tmp_path / 'folder.png'}' is a folder" in run.stderr
+    (tmp_path / 'a_file').write_text('')
+    run = summarize(repo, work_dir, '--curves', str(tmp_path / 'a_file' / 'run.png'))
+    assert run.returncode == 1 and f"cannot write --curves '{tmp_path / 'a_file' / 'run.png'}'" in run.stderr

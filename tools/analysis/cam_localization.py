@@ -1,6 +1,7 @@
 """Does the class activation map find the object? Each held-out image of a classification folder is pasted at
 a random place on a larger black canvas; the map of the true class (mmdynamixer.cam) hits when its peak lies
-inside the pasted image. Prints the hit rate and the top-1 on the canvases, writes an example of each of the first classes.
+inside the pasted image. Prints the hit rate and the top-1 on the canvases; draws one example for each of the
+first classes.
 
     python tools/analysis/cam_localization.py CONFIG CHECKPOINT data/digits/val [--canvas 112] [--method gradcam]
         [--target-layers backbone.norm] [--seed 0] [--examples 6] [--out-file cam_localization.png]
@@ -31,6 +32,8 @@ def parse_args():
     parser.add_argument('--examples', type=int, default=6, help='examples drawn, one per class (default 6)')
     parser.add_argument('--out-file', default='cam_localization.png', help='image of the examples')
     args = parser.parse_args()
+    if not osp.isfile(args.config):
+        parser.error(f'CONFIG {args.config!r} is not a file')
     if not osp.isdir(args.folder):
         parser.error(f'FOLDER {args.folder!r} is not a folder')
     return parser, args
@@ -42,6 +45,12 @@ def main():
     from mmengine.config import Config
     from mmpretrain import ImageClassificationInferencer
 
+    from mmdynamixer.checkpoints import check_checkpoint_file
+
+    try:
+        check_checkpoint_file(args.checkpoint)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
     inferencer = ImageClassificationInferencer(args.config, pretrained=args.checkpoint, device='cpu')
     resizing = [t['type'] for t in Config.fromfile(args.config).test_dataloader.dataset.pipeline
                 if not t['type'].endswith(('LoadImageFromFile', 'PackInputs'))]
@@ -58,6 +67,8 @@ def main():
     examples, drawn_labels = [], set()
     for path, label in samples:
         image = mmcv.imread(path)  # BGR, as the test pipeline loads it
+        if image is None:
+            parser.error(f'{path} is not an image mmcv can read')
         height, width = image.shape[:2]
         if max(height, width) > args.canvas:
             parser.error(f'--canvas {args.canvas} is smaller than {path} ({width} x {height})')
@@ -66,7 +77,10 @@ def main():
         canvas[top:top + height, left:left + width] = image
         batch = {'inputs': [torch.from_numpy(canvas).permute(2, 0, 1).contiguous()], 'data_samples': None}
         inputs = model.data_preprocessor(batch, False)['inputs']
-        grayscale, _, scores = cam.class_activation_map(model, inputs, args.target_layers, args.method, label)
+        try:
+            grayscale, _, scores = cam.class_activation_map(model, inputs, args.target_layers, args.method, label)
+        except ValueError as error:
+            parser.error(str(error))
         row, col = np.unravel_index(grayscale.argmax(), grayscale.shape)
         hit = top <= row < top + height and left <= col < left + width
         hits += hit

@@ -108,17 +108,22 @@ def curves_figure(work_dir: str, config: str, metric: str = METRIC) -> Figure:
     return figure
 
 
-def write_curves(figure: Figure, path: str) -> None:
-    """Saves ``figure`` as the PNG ``path``, creating its folder."""
+def check_curves_path(path: str) -> None:
+    """ValueError unless ``path`` can name the curves' PNG: ends in .png, is not a folder."""
     if not path.lower().endswith('.png'):
         raise ValueError(f'--curves {path!r} must name a .png file')
     if osp.isdir(path):
         raise ValueError(f'--curves {path!r} is a folder; give the path of a .png file')
+
+
+def write_curves(figure: Figure, path: str) -> None:
+    """Saves ``figure`` as the PNG ``path``, creating its folder."""
+    check_curves_path(path)
     try:
         os.makedirs(osp.dirname(path) or '.', exist_ok=True)
+        figure.savefig(path, format='png')
     except OSError as error:
-        raise ValueError(f'cannot create the folder of --curves {path!r}: {error}') from error
-    figure.savefig(path, format='png')
+        raise ValueError(f'cannot write --curves {path!r}: {error}') from error
 
 
 def _interpreter() -> str:
@@ -162,6 +167,11 @@ def main():
     args = parser.parse_args()
     if not osp.isdir(args.work_dir):
         parser.error(f'WORK_DIR {args.work_dir!r} is not a folder')
+    if args.curves:
+        try:
+            check_curves_path(args.curves)
+        except ValueError as error:
+            parser.error(str(error))
     try:
         print(summary(os.path.normpath(args.work_dir), args.config, args.image, args.curves))
     except ValueError as error:

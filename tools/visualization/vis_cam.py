@@ -22,7 +22,7 @@ def parse_args():
                         help="pytorch-grad-cam's method (default gradcam)")
     parser.add_argument('--target-layers', nargs='+', default=[cam.DEFAULT_TARGET_LAYER],
                         help=f'modules of one stage whose maps are weighted (default {cam.DEFAULT_TARGET_LAYER}, the '
-                             'final norm), e.g. backbone.network.4.0 (a layer), backbone.norm0 (an output norm)')
+                             'final norm), e.g. backbone.network.0.0 (the first layer), backbone.patch_embed')
     parser.add_argument('--target-category', type=int, help='class to explain (default: the predicted one)')
     parser.add_argument('--out-file', default='cam.png', help='image to write (default cam.png)')
     parser.add_argument('--device', default='cpu', help='device to run on, e.g. cpu or cuda:0 (default cpu)')
@@ -44,6 +44,8 @@ def main():
         check_checkpoint_file(args.checkpoint)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
+    if mmcv.imread(args.image) is None:
+        parser.error(f'IMAGE {args.image!r} is not an image mmcv can read')
     inferencer = ImageClassificationInferencer(args.config, pretrained=args.checkpoint, device=args.device)
     model = inferencer.model
     batch = next(inferencer.preprocess([args.image]))
@@ -58,7 +60,9 @@ def main():
     name = (lambda label: f'{classes[label]} (label {label})' if classes else f'label {label}')
     predicted = int(scores.argmax())
     print(f'{args.image}: predicted {name(predicted)}, score {scores[predicted]:.4f}')
-    print(f'{args.method} for {name(category)} (score {scores[category]:.4f}) at {", ".join(args.target_layers)}')
+    explained = ('the same for every class: it uses no gradient' if args.method in cam.CLASS_AGNOSTIC
+                 else f'for {name(category)} (score {scores[category]:.4f})')
+    print(f'{args.method} {explained} at {", ".join(args.target_layers)}')
     # The model's input as the test pipeline left it, in the loader's (BGR) channel order.
     image_bgr = batch['inputs'][0].permute(1, 2, 0).numpy()
     mmcv.imwrite(cam.draw(image_bgr, grayscale), args.out_file)
