@@ -130,10 +130,11 @@ def test_vis_cam_tool_draws_the_map_beside_the_image(classifier, digits, repo, t
         assert drawn.format == 'PNG' and drawn.size == (448, 224)  # 56 x 56 input and overlay, enlarged 4x
         strip = np.asarray(drawn.convert('RGB')).astype(int)
     np.testing.assert_array_equal(strip[:, :224], red.repeat(4, axis=0).repeat(4, axis=1))  # the input, left
-    # On the right the jet colour map over it: red-brown where the map peaks, blue where it is lowest.
+    # On the right the jet colour map over it (about half of each pixel): red where the map peaks, blue where it
+    # is lowest; swapped channels would show the opposite.
     hottest, coldest = (np.unravel_index(f(grayscale), grayscale.shape) for f in (np.argmax, np.argmin))
     peak, low = (strip[4 * row + 2, 224 + 4 * col + 2] - red[row, col] / 2 for row, col in (hottest, coldest))
-    assert peak[0] > 50 and peak[2] < 10 and low[2] > 50 and low[0] < 10, (peak, low)
+    assert peak[0] - peak[2] > 40 and low[2] - low[0] > 40, (peak, low)
 
     monkeypatch.setattr(sys, 'argv', ['vis_cam.py', str(image), str(repo / DIGITS), str(checkpoint),
                                       '--target-layers', 'backbone.head', '--out-file', str(tmp_path / 'x.png')])

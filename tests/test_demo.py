@@ -1,6 +1,7 @@
 """The digits demo's ending: tools/demo/image_demo.py on a held-out digit with a checkpoint trained by
 tools/train.py (printed top-k, a valid PNG, the checkpoint's own prediction), and tools/demo/summarize_run.py on
 that run and on fabricated work_dirs (its summary and its training curves PNG)."""
+import argparse
 import json
 import os
 import runpy
@@ -14,6 +15,7 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
+from mmdynamixer.cli import check_inputs
 from mmdynamixer.testing import build_mmpretrain_model
 
 DIGITS = 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py'
@@ -208,3 +210,22 @@ def test_curves_option(tmp_path, repo):
     (tmp_path / 'a_file').write_text('')
     run = summarize(repo, work_dir, '--curves', str(tmp_path / 'a_file' / 'run.png'))
     assert run.returncode == 1 and f"cannot write --curves '{tmp_path / 'a_file' / 'run.png'}'" in run.stderr
+
+
+def test_tools_name_the_argument_that_cannot_be_used(tmp_path, repo, capsys):
+    """mmdynamixer.cli.check_inputs, which the demos and the CAM tools run before loading anything."""
+    checkpoint = tmp_path / 'ok.pth'
+    torch.save({'state_dict': {}}, checkpoint)
+    not_an_image = tmp_path / 'notes.png'
+    not_an_image.write_text('a text file')
+    config = str(repo / DIGITS)
+    for kwargs, message in [
+            (dict(image=str(tmp_path / 'gone.png'), config=config), f"IMAGE '{tmp_path / 'gone.png'}' is not a file"),
+            (dict(config=str(tmp_path / 'c.py')), f"CONFIG '{tmp_path / 'c.py'}' is not a file"),
+            (dict(config=config, checkpoint=str(not_an_image)), f'{not_an_image} ('),
+            (dict(image=str(not_an_image), checkpoint=str(checkpoint)), f"IMAGE '{not_an_image}' is not an image mmcv"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            check_inputs(argparse.ArgumentParser(prog='tool'), **kwargs)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    check_inputs(argparse.ArgumentParser(prog='tool'), config=config, checkpoint=str(checkpoint))  # all usable

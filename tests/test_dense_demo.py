@@ -32,6 +32,19 @@ TINY_NECK = dict(in_channels=[16, 32], out_channels=32)
 
 
 @pytest.fixture(autouse=True)
+def default_scope_kept():
+    """mmdet's and mmseg's inferencers make their scope the process's default registry scope
+    (``init_default_scope``), which would make a later test's mmpretrain inferencer look for its transforms in
+    mmseg's registry. Drop the scopes a test created, so the one current before it is current again."""
+    from mmengine.registry import DefaultScope
+
+    before = set(DefaultScope._instance_dict)  # mmengine offers no public way to drop an instance
+    yield
+    for name in set(DefaultScope._instance_dict) - before:
+        del DefaultScope._instance_dict[name]
+
+
+@pytest.fixture(autouse=True)
 def one_torch_thread():
     """One torch thread, as on the shared test machine (see tests/test_dense.py)."""
     threads = torch.get_num_threads()

@@ -32,8 +32,6 @@ def parse_args():
     parser.add_argument('--examples', type=int, default=6, help='examples drawn, one per class (default 6)')
     parser.add_argument('--out-file', default='cam_localization.png', help='image of the examples')
     args = parser.parse_args()
-    if not osp.isfile(args.config):
-        parser.error(f'CONFIG {args.config!r} is not a file')
     if not osp.isdir(args.folder):
         parser.error(f'FOLDER {args.folder!r} is not a folder')
     return parser, args
@@ -45,12 +43,9 @@ def main():
     from mmengine.config import Config
     from mmpretrain import ImageClassificationInferencer
 
-    from mmdynamixer.checkpoints import check_checkpoint_file
+    from mmdynamixer.cli import check_inputs
 
-    try:
-        check_checkpoint_file(args.checkpoint)
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
+    check_inputs(parser, config=args.config, checkpoint=args.checkpoint)
     inferencer = ImageClassificationInferencer(args.config, pretrained=args.checkpoint, device='cpu')
     resizing = [t['type'] for t in Config.fromfile(args.config).test_dataloader.dataset.pipeline
                 if not t['type'].endswith(('LoadImageFromFile', 'PackInputs'))]

@@ -7,7 +7,6 @@ A thin tool over mmdet's ``DetInferencer`` (the config's test pipeline, the clas
 and its ``DetLocalVisualizer`` (boxes, and masks for instance segmentation models).
 """
 import argparse
-import os.path as osp
 
 import mmcv
 
@@ -24,22 +23,15 @@ def parse_args():
     args = parser.parse_args()
     if not 0 <= args.score_thr <= 1:
         parser.error(f'--score-thr must be in [0, 1], got {args.score_thr}')
-    for name in ('image', 'config'):
-        if not osp.isfile(getattr(args, name)):
-            parser.error(f'{name.upper()} {getattr(args, name)!r} is not a file')
     return parser, args
 
 
 def main():
     parser, args = parse_args()
-    from mmdynamixer.checkpoints import check_checkpoint_file
+    from mmdynamixer.cli import check_inputs
 
-    try:
-        check_checkpoint_file(args.checkpoint)
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
-    if mmcv.imread(args.image) is None:
-        parser.error(f'IMAGE {args.image!r} is not an image mmcv can read')
+    check_inputs(parser, image=args.image, config=args.config, checkpoint=args.checkpoint)
+
     from mmdet.apis import DetInferencer
 
     inferencer = DetInferencer(args.config, args.checkpoint, device=args.device, show_progress=False)

@@ -7,7 +7,6 @@ A thin tool over mmpretrain's ``ImageClassificationInferencer`` (the config's te
 preprocessor, the class names saved in the checkpoint) and its ``UniversalVisualizer``.
 """
 import argparse
-import os.path as osp
 
 import mmcv
 
@@ -26,9 +25,6 @@ def parse_args():
     args = parser.parse_args()
     if args.topk < 1:
         parser.error(f'--topk must be at least 1, got {args.topk}')
-    for name in ('image', 'config'):
-        if not osp.isfile(getattr(args, name)):
-            parser.error(f'{name.upper()} {getattr(args, name)!r} is not a file')
     return parser, args
 
 
@@ -37,15 +33,10 @@ def main():
     from mmpretrain import ImageClassificationInferencer
     from mmpretrain.visualization import UniversalVisualizer
 
-    from mmdynamixer.checkpoints import check_checkpoint_file
+    from mmdynamixer.cli import check_inputs
 
-    try:
-        check_checkpoint_file(args.checkpoint)
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
+    check_inputs(parser, image=args.image, config=args.config, checkpoint=args.checkpoint)
     image = mmcv.imread(args.image, channel_order='rgb')
-    if image is None:
-        parser.error(f'IMAGE {args.image!r} is not an image mmcv can read')
 
     inferencer = ImageClassificationInferencer(args.config, pretrained=args.checkpoint, device=args.device)
     # The inferencer's own steps (its __call__ adds a progress bar that would run into the printed classes).

@@ -8,7 +8,6 @@ pytorch-grad-cam through :mod:`mmdynamixer.cam` (which gets DynaMixer's channels
 mmpretrain's ``vis_cam.py``). Writes the model's input beside it with the map laid over it.
 """
 import argparse
-import os.path as osp
 
 from mmdynamixer import cam
 
@@ -27,9 +26,6 @@ def parse_args():
     parser.add_argument('--out-file', default='cam.png', help='image to write (default cam.png)')
     parser.add_argument('--device', default='cpu', help='device to run on, e.g. cpu or cuda:0 (default cpu)')
     args = parser.parse_args()
-    for name in ('image', 'config'):
-        if not osp.isfile(getattr(args, name)):
-            parser.error(f'{name.upper()} {getattr(args, name)!r} is not a file')
     return parser, args
 
 
@@ -38,14 +34,9 @@ def main():
     import mmcv
     from mmpretrain import ImageClassificationInferencer
 
-    from mmdynamixer.checkpoints import check_checkpoint_file
+    from mmdynamixer.cli import check_inputs
 
-    try:
-        check_checkpoint_file(args.checkpoint)
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
-    if mmcv.imread(args.image) is None:
-        parser.error(f'IMAGE {args.image!r} is not an image mmcv can read')
+    check_inputs(parser, image=args.image, config=args.config, checkpoint=args.checkpoint)
     inferencer = ImageClassificationInferencer(args.config, pretrained=args.checkpoint, device=args.device)
     model = inferencer.model
     batch = next(inferencer.preprocess([args.image]))

@@ -1,0 +1,23 @@
+"""What the command-line tools share: checks of their file arguments that stop with argparse's error."""
+import argparse
+import os.path as osp
+from typing import Optional
+
+
+def check_inputs(parser: argparse.ArgumentParser, image: Optional[str] = None, config: Optional[str] = None,
+                 checkpoint: Optional[str] = None) -> None:
+    """``parser.error`` (exit 2) naming the first argument given that cannot be used: IMAGE or CONFIG not a
+    file, CHECKPOINT not a PyTorch checkpoint, IMAGE not an image mmcv can read."""
+    for name, path in (('IMAGE', image), ('CONFIG', config)):
+        if path is not None and not osp.isfile(path):
+            parser.error(f'{name} {path!r} is not a file')
+    if checkpoint is not None:
+        from .checkpoints import check_checkpoint_file
+        try:
+            check_checkpoint_file(checkpoint)
+        except (FileNotFoundError, ValueError) as error:
+            parser.error(str(error))
+    if image is not None:
+        import mmcv
+        if mmcv.imread(image) is None:
+            parser.error(f'IMAGE {image!r} is not an image mmcv can read')
