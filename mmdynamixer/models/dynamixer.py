@@ -104,6 +104,20 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h))
 
 
+def _stage_numbers(indices: Sequence[int], num_stages: int, name: str, stages: str) -> List[int]:
+    """``indices`` (negative ones count from the end) as stage numbers 0..num_stages-1, in order; ValueError
+    naming the argument ``name`` for an entry out of range or for none at all (``stages`` says what is counted)."""
+    resolved = []
+    for index in indices:
+        if not isinstance(index, numbers.Integral) or not -num_stages <= index < num_stages:
+            raise ValueError(f'{name} entry {index!r} is out of range: {stages}, allowed indices are '
+                             f'{-num_stages}..{num_stages - 1}')
+        resolved.append(int(index) % num_stages)
+    if not resolved:
+        raise ValueError(f'{name} is empty: name at least one stage')
+    return resolved
+
+
 @torch.fx.wrap  # a call in torch.fx graphs, so the checks run on the real input
 def _check_images(x: torch.Tensor, in_chans: int) -> torch.Tensor:
     if x.dim() != 4:
@@ -188,14 +202,7 @@ class DynaMixerNet(nn.Module):
     def _resolve_out_indices(out_indices: Sequence[int], num_stages: int) -> Tuple[int, ...]:
         if isinstance(out_indices, numbers.Integral):
             out_indices = (out_indices,)
-        resolved = []
-        for index in out_indices:
-            if not isinstance(index, numbers.Integral) or not -num_stages <= index < num_stages:
-                raise ValueError(f'out_indices entry {index!r} is out of range: DynaMixer has {num_stages} stages, '
-                                 f'allowed indices are {-num_stages}..{num_stages - 1}')
-            resolved.append(int(index) % num_stages)
-        if not resolved:
-            raise ValueError('out_indices is empty: name at least one stage')
+        resolved = _stage_numbers(out_indices, num_stages, 'out_indices', f'DynaMixer has {num_stages} stages')
         return tuple(sorted(set(resolved)))
 
     @staticmethod
@@ -264,15 +271,7 @@ class DynaMixerNet(nn.Module):
             if not 0 < indices <= num_stages:
                 raise ValueError(f'indices={indices}: the last n stages need 1 <= n <= {num_stages} (stages built)')
             return list(range(num_stages - indices, num_stages))
-        take = []
-        for index in indices:
-            if not isinstance(index, numbers.Integral) or not -num_stages <= index < num_stages:
-                raise ValueError(f'indices entry {index!r} is out of range: {num_stages} stages are built, allowed '
-                                 f'{-num_stages}..{num_stages - 1}')
-            take.append(int(index) % num_stages)
-        if not take:
-            raise ValueError('indices is empty: name at least one stage')
-        return take
+        return _stage_numbers(indices, num_stages, 'indices', f'{num_stages} stages are built')
 
     def forward_intermediates(self, x: torch.Tensor, indices: Union[None, int, Sequence[int]] = None,
                               norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
