@@ -9,7 +9,7 @@ not multiples of its strides, so the map is scaled to the area it covers and the
 """
 import math
 import re
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -29,19 +29,28 @@ def channels_first(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.permute(0, 3, 1, 2)
 
 
-def layer_stage(backbone, name: str) -> int:
-    """The stage whose (B, H, W, C) map the backbone module ``name`` (relative to the backbone) outputs: the
-    patch embedding, a stage (``network.<p>``), a layer in it (``network.<p>.<j>``), a transition (the next
-    stage's map) or an output norm. ValueError for any other module."""
-    if name in dict(backbone.named_modules()):
-        if name == 'patch_embed':
-            return 0
+def stage_map_layers(backbone) -> Dict[str, int]:
+    """The backbone's modules (names relative to it) that output a stage's (B, H, W, C) map, with that stage:
+    the patch embedding, each stage (``network.<p>``) and layer in it (``network.<p>.<j>``), each transition
+    (the next stage's map) and each output norm."""
+    layers = {'patch_embed': 0}
+    for name, _ in backbone.named_modules():
         if match := re.fullmatch(r'norm(\d*)', name):
-            return int(match.group(1)) if match.group(1) else len(backbone.stage_positions) - 1
-        if match := re.fullmatch(r'network\.(\d+)(\.\d+)?', name):
+            layers[name] = int(match.group(1)) if match.group(1) else len(backbone.stage_positions) - 1
+        elif match := re.fullmatch(r'network\.(\d+)(\.\d+)?', name):
             position = int(match.group(1))
-            return next(i for i, stage_position in enumerate(backbone.stage_positions) if stage_position >= position)
-    raise ValueError(f'backbone.{name} does not output a stage map')
+            layers[name] = next(i for i, stage_position in enumerate(backbone.stage_positions)
+                                if stage_position >= position)
+    return layers
+
+
+def layer_stage(backbone, name: str) -> int:
+    """The stage whose map the backbone module ``name`` (relative to the backbone) outputs; ValueError for a
+    module that outputs none (see :func:`stage_map_layers`)."""
+    stages = stage_map_layers(backbone)
+    if name not in stages:
+        raise ValueError(f'backbone.{name} does not output a stage map')
+    return stages[name]
 
 
 def covered_side(side: int, backbone, stage: int) -> int:
@@ -65,17 +74,13 @@ def resolve_target_layers(model, names: Sequence[str]) -> Tuple[List[torch.nn.Mo
                          f'{type(backbone).__name__}')
     if not names:
         raise ValueError('no target layers given: name at least one, e.g. backbone.norm')
+    layers = {f'backbone.{name}': stage for name, stage in stage_map_layers(backbone).items()}
     stages = {}
     for name in names:
-        try:
-            if not name.startswith('backbone.'):
-                raise ValueError
-            stages[name] = layer_stage(backbone, name[len('backbone.'):])
-        except ValueError:
-            allowed = ['backbone.patch_embed'] + [f'backbone.{n}' for n, _ in backbone.named_modules()
-                                                  if re.fullmatch(r'norm\d*|network\.\d+(\.\d+)?', n)]
+        if name not in layers:
             raise ValueError(f'target layer {name!r} does not output a DynaMixer stage map; allowed: '
-                             f'{", ".join(allowed)}') from None
+                             f'{", ".join(layers)}')
+        stages[name] = layers[name]
     if len(set(stages.values())) > 1:
         raise ValueError(f'target layers {list(names)} output maps of different stages ({stages}): their cells '
                          f'cover different pixels, choose layers of one stage')

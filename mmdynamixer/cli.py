@@ -3,11 +3,14 @@ import argparse
 import os.path as osp
 from typing import Optional
 
+import numpy as np
+
 
 def check_inputs(parser: argparse.ArgumentParser, image: Optional[str] = None, config: Optional[str] = None,
-                 checkpoint: Optional[str] = None) -> None:
+                 checkpoint: Optional[str] = None) -> Optional[np.ndarray]:
     """``parser.error`` (exit 2) naming the first argument given that cannot be used: IMAGE or CONFIG not a
-    file, CHECKPOINT not a PyTorch checkpoint, IMAGE not an image mmcv can read."""
+    file, CHECKPOINT not a PyTorch checkpoint, IMAGE not an image mmcv can read. Returns the image read (BGR),
+    if one was given."""
     for name, path in (('IMAGE', image), ('CONFIG', config)):
         if path is not None and not osp.isfile(path):
             parser.error(f'{name} {path!r} is not a file')
@@ -17,7 +20,10 @@ def check_inputs(parser: argparse.ArgumentParser, image: Optional[str] = None, c
             check_checkpoint_file(checkpoint)
         except (FileNotFoundError, ValueError) as error:
             parser.error(str(error))
-    if image is not None:
-        import mmcv
-        if mmcv.imread(image) is None:
-            parser.error(f'IMAGE {image!r} is not an image mmcv can read')
+    if image is None:
+        return None
+    import mmcv
+    pixels = mmcv.imread(image)
+    if pixels is None:
+        parser.error(f'IMAGE {image!r} is not an image mmcv can read')
+    return pixels

@@ -24,6 +24,15 @@ def classifier(repo):
     return perturbed(build_mmpretrain_model(Config.fromfile(repo / DIGITS).model), seed=3)
 
 
+@pytest.fixture(scope='module')
+def checkpoint(classifier, tmp_path_factory):
+    """``classifier`` saved as tools/train.py saves it, with the digits' class names."""
+    path = tmp_path_factory.mktemp('cam') / 'digits.pth'
+    torch.save({'state_dict': classifier.state_dict(),
+                'meta': {'dataset_meta': {'classes': [str(d) for d in range(10)]}}}, path)
+    return path
+
+
 def grad_cam_by_definition(model, inputs, layer, category, stride):
     """Grad-CAM (Selvaraju et al.): ReLU of the channel sum of the layer's map weighted by the spatial mean of
     the class logit's gradient, min-max normalised, bilinearly scaled by ``stride`` and cropped to the input."""
@@ -101,10 +110,8 @@ def test_bad_target_layers_method_or_class_are_named(classifier):
         cam.class_activation_map(resnet, inputs, ['backbone.norm'])
 
 
-def test_vis_cam_tool_draws_the_map_beside_the_image(classifier, digits, repo, tmp_path, monkeypatch, capsys):
-    checkpoint = tmp_path / 'digits.pth'
-    torch.save({'state_dict': classifier.state_dict(),
-                'meta': {'dataset_meta': {'classes': [str(d) for d in range(10)]}}}, checkpoint)
+def test_vis_cam_tool_draws_the_map_beside_the_image(classifier, checkpoint, digits, repo, tmp_path, monkeypatch,
+                                                      capsys):
     # A held-out 7 in red, so a swap of red and blue anywhere shows.
     grey = np.asarray(Image.open(sorted(digits.glob('val/7/*.png'))[0]).convert('L'))
     red = np.stack([grey, grey // 4, np.zeros_like(grey)], axis=-1)
@@ -145,11 +152,7 @@ def test_vis_cam_tool_draws_the_map_beside_the_image(classifier, digits, repo, t
     assert not (tmp_path / 'x.png').exists()
 
 
-def test_cam_localization_counts_peaks_inside_the_pasted_image(classifier, digits, repo, tmp_path, monkeypatch,
-                                                               capsys):
-    checkpoint = tmp_path / 'digits.pth'
-    torch.save({'state_dict': classifier.state_dict(),
-                'meta': {'dataset_meta': {'classes': [str(d) for d in range(10)]}}}, checkpoint)
+def test_cam_localization_counts_peaks_inside_the_pasted_image(checkpoint, digits, repo, tmp_path, monkeypatch, capsys):
     folder = tmp_path / 'held_out'
     for digit in ('1', '7'):
         (folder / digit).mkdir(parents=True)

@@ -228,4 +228,8 @@ def test_tools_name_the_argument_that_cannot_be_used(tmp_path, repo, capsys):
         with pytest.raises(SystemExit) as exit_info:
             check_inputs(argparse.ArgumentParser(prog='tool'), **kwargs)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
-    check_inputs(argparse.ArgumentParser(prog='tool'), config=config, checkpoint=str(checkpoint))  # all usable
+    assert check_inputs(argparse.ArgumentParser(prog='tool'), config=config, checkpoint=str(checkpoint)) is None
+    image = tmp_path / 'red.png'
+    Image.new('RGB', (5, 3), (200, 10, 0)).save(image)
+    pixels = check_inputs(argparse.ArgumentParser(prog='tool'), image=str(image))  # the image it read, BGR
+    assert pixels.shape == (3, 5, 3) and (pixels == [0, 10, 200]).all()

@@ -35,8 +35,7 @@ def main():
 
     from mmdynamixer.cli import check_inputs
 
-    check_inputs(parser, image=args.image, config=args.config, checkpoint=args.checkpoint)
-    image = mmcv.imread(args.image, channel_order='rgb')
+    image = mmcv.bgr2rgb(check_inputs(parser, image=args.image, config=args.config, checkpoint=args.checkpoint))
 
     inferencer = ImageClassificationInferencer(args.config, pretrained=args.checkpoint, device=args.device)
     # The inferencer's own steps (its __call__ adds a progress bar that would run into the printed classes).
