@@ -34,8 +34,11 @@ TINY_NECK = dict(in_channels=[16, 32], out_channels=32)
 @pytest.fixture(autouse=True)
 def default_scope_kept():
     """mmdet's and mmseg's inferencers make their scope the process's default registry scope
-    (``init_default_scope``), which would make a later test's mmpretrain inferencer look for its transforms in
-    mmseg's registry. Drop the scopes a test created, so the one current before it is current again."""
+    (``init_default_scope`` in ``DetInferencer.__init__``, mmdet/apis/det_inferencer.py:98, and
+    ``MMSegInferencer.__init__``, mmseg/apis/mmseg_inferencer.py:80), and mmpretrain's inferencer builds its
+    pipeline under whatever scope is current (mmpretrain/apis/image_classification.py:119), so a later test's
+    classification demo would look for PackInputs in mmseg's registry. Drop the scopes a test created, so the
+    one current before it is current again."""
     from mmengine.registry import DefaultScope
 
     before = set(DefaultScope._instance_dict)  # mmengine offers no public way to drop an instance
