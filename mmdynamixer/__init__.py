@@ -13,9 +13,7 @@ __version__ = '0.1.0'
 __all__ = ['DynaMixerNet', 'arch_zoo']
 
 if find_spec('mmengine') is not None:
-    from . import engine
-    # mmengine checkpoints load weights-only wherever mmdynamixer is imported (custom_imports too).
-    engine.allow_mmengine_checkpoint_types()
+    from . import engine  # noqa: F401
 if find_spec('mmpretrain') is not None:
     from . import datasets  # noqa: F401
     from .integrations.mmpretrain import DynaMixer  # noqa: F401

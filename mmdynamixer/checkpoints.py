@@ -52,9 +52,10 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> dict:
     """Load a checkpoint file on the CPU, weights-only (the release's ``argparse.Namespace`` args allowed), after
     :func:`check_checkpoint_file`. Errors name the file and say what was expected."""
     check_checkpoint_file(path)
-    torch.serialization.add_safe_globals([argparse.Namespace])  # timm's train.py saves its args
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+        # timm's train.py saves its args (argparse.Namespace); allowed for this load only
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError... for a damaged file
         lines = str(error).strip().splitlines()
         refused = [line for line in lines if 'Unsupported global' in line]

@@ -7,4 +7,7 @@ default_hooks = dict(
     # Written atomically, the oldest removed only after the new one is complete (mmdynamixer/engine/hooks).
     checkpoint=dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3, save_best='auto'),
 )
-randomness = dict(seed=42)  # timm's default
+# timm's default seed. Each process draws its own random numbers (DropPath masks, Mixup/CutMix, main-process
+# transforms), as the release's torch.manual_seed(seed + rank) does: mmengine adds the rank to the seed, and
+# ResumableEpochBasedTrainLoop seeds each iteration from (that seed, iteration).
+randomness = dict(seed=42, diff_rank_seed=True)

@@ -54,3 +54,5 @@ param_scheduler = [
 ]
 # Checkpoints written atomically, the oldest removed only after the new one is complete.
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
+# Each process its own random numbers (DropPath masks, augmentation): mmengine adds the rank to the seed.
+randomness = dict(diff_rank_seed=True)

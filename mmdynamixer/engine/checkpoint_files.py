@@ -17,6 +17,8 @@ import torch
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.logging import print_log
 
+from .serialization import mmengine_checkpoint_loading
+
 POINTER = 'last_checkpoint'
 # What a checkpoint needs for ``Runner.resume``; "best" checkpoints are saved without optimizer state.
 RESUME_KEYS = ('meta', 'state_dict', 'optimizer')
@@ -63,28 +65,47 @@ class AtomicLocalBackend(LocalBackend):
         replace_atomically(str(filepath), obj.encode(encoding))
 
 
+class CheckpointRefusedError(RuntimeError):
+    """A checkpoint file that reads but must not be resumed from: it holds objects weights-only loading refuses,
+    or it is not a training checkpoint. Unlike a damaged file, never a reason to fall back to an older one."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f'Cannot resume from {path}: it {reason}')
+        self.path, self.reason = path, reason
+
+
 def why_not_resumable(path: str) -> Optional[str]:
-    """None when ``path`` is a complete training checkpoint, else the reason it is not. Reads the pickle
-    and maps the tensors without reading them: a truncated file fails (its zip directory is at the end)."""
+    """None when ``path`` is a complete training checkpoint; the reason when it is missing or cannot be read
+    (damaged, truncated); :class:`CheckpointRefusedError` when it reads but is refused. Reads the pickle and maps
+    the tensors without reading them: a truncated file fails (its zip directory is at the end)."""
     if not osp.isfile(path):
         return 'no such file'
     try:
-        checkpoint = torch.load(path, map_location='cpu', mmap=True, weights_only=True)
-    except Exception as error:  # any failure to read it means it cannot be resumed
-        return f'unreadable ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""})'
+        with mmengine_checkpoint_loading():
+            checkpoint = torch.load(path, map_location='cpu', mmap=True, weights_only=True)
+    except Exception as error:
+        lines = str(error).strip().splitlines()
+        refused = [line.strip() for line in lines if 'Unsupported global' in line]
+        if refused:
+            raise CheckpointRefusedError(path, f'holds objects that weights-only loading refuses (only tensors, '
+                                               f'plain data and mmengine\'s types are read): {refused[0]}') from error
+        return f'unreadable ({type(error).__name__}: {lines[0] if lines else ""})'
     missing = [key for key in RESUME_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
-        return f'not a training checkpoint (no {", ".join(missing)})'
+        raise CheckpointRefusedError(path, f'is not a training checkpoint (no {", ".join(missing)}): only the '
+                                           f'checkpoints training saves (iter_N.pth, epoch_N.pth) can be resumed')
     return None
 
 
 def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
     """What ``--resume`` without a path resumes from (in place of mmengine's ``find_latest_checkpoint``).
 
-    No ``last_checkpoint`` in ``work_dir``: None, a fresh run (as mmengine). A pointer to an intact
-    checkpoint: that checkpoint. A pointer that is empty or names a missing or corrupt file: the newest
-    (by modification time) intact training checkpoint beside it, with a warning naming what was skipped;
-    if there is none, an error listing each file and why -- never a silent start from scratch.
+    No ``last_checkpoint`` in ``work_dir``: None, a fresh run (as mmengine), with a warning naming what was
+    looked for. A pointer to an intact checkpoint: that checkpoint. A pointer that is empty or names a missing
+    or damaged file: the newest (by modification time) intact training checkpoint beside it, with a warning
+    naming each file skipped and why; if there is none, an error listing each file and why -- never a silent
+    start from scratch. A pointer to a file that reads but is refused (:class:`CheckpointRefusedError`) stops
+    the run with the reason: an older checkpoint never silently replaces it.
 
     Falling back rather than failing because preemption is the normal case for long runs and their
     restart must not wait for a person: an older intact checkpoint costs at most one checkpoint
@@ -94,7 +115,10 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
     """
     pointer = osp.join(work_dir, POINTER)
     if not osp.exists(pointer):
-        print_log(f'Did not find {pointer}: starting from scratch.', logger='current')
+        print_log(f'--resume: no checkpoint to resume from in the work dir {work_dir} (looked for {POINTER}, '
+                  f'which training writes beside its checkpoints): starting from scratch. If the run you meant '
+                  f'to resume saved elsewhere, pass its --work-dir or --resume PATH.', logger='current',
+                  level=logging.WARNING)
         return None
     with open(pointer) as f:
         named = f.read().strip()
@@ -106,7 +130,10 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
     candidates = {path for folder in folders for path in glob.glob(osp.join(folder, '*.pth'))}
     candidates.discard(osp.abspath(named) if named else None)
     for path in sorted(candidates, key=osp.getmtime, reverse=True):
-        problem = why_not_resumable(path)
+        try:
+            problem = why_not_resumable(path)
+        except CheckpointRefusedError as refused:  # e.g. a best checkpoint, without optimizer state
+            problem = refused.reason
         if problem is None:
             skipped = '; '.join(f'{p}: {why}' for p, why in rejected)
             print_log(f'{pointer} names {named!r}, which cannot be resumed ({skipped}); resuming from {path}, '

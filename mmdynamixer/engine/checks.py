@@ -3,14 +3,18 @@
 :class:`~mmdynamixer.engine.DynaMixerRunner` runs :func:`check_config` on the config it is built from. A neck
 whose ``in_channels`` disagree with a DynaMixer backbone's outputs would otherwise fail deep inside the first
 forward pass (an FPN assertion or a conv shape error); a test-time dataset told to skip unreadable images
-would fail at the first such image with mmengine's "Test time pipline should not get `None` data_sample".
+would fail at the first such image with mmengine's "Test time pipline should not get `None` data_sample"; a
+mistyped ``--resume PATH`` or ``load_from`` would fail only after the model and the data are built.
 """
+import os
+import os.path as osp
 from typing import Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from ..models.dynamixer import DynaMixerNet, resolve_arch, stage_strides
+from .checkpoint_files import why_not_resumable
 
-__all__ = ['backbone_out_channels', 'backbone_out_strides', 'check_config', 'check_neck_in_channels',
-           'check_unreadable_policies', 'is_dynamixer_backbone']
+__all__ = ['backbone_out_channels', 'backbone_out_strides', 'check_checkpoint_to_load', 'check_config',
+           'check_neck_in_channels', 'check_unreadable_policies', 'is_dynamixer_backbone']
 
 
 def is_dynamixer_backbone(backbone_cfg: Optional[Mapping]) -> bool:
@@ -117,7 +121,27 @@ def check_unreadable_policies(cfg) -> None:
                                      f"test_mode=True, which cannot skip a sample; use on_unreadable='error' there")
 
 
+def check_checkpoint_to_load(cfg: Mapping) -> None:
+    """``load_from`` (``tools/train.py --resume PATH`` sets it with ``resume=True``), when a local path, must be a
+    readable file; to resume from, an intact training checkpoint (:func:`why_not_resumable`)."""
+    path = cfg.get('load_from')
+    if not path or '://' in str(path):
+        return
+    source = f'resume=True, load_from={path!r} (--resume PATH)' if cfg.get('resume') else f'load_from={path!r}'
+    advice = ('Give a checkpoint file that training saved (iter_N.pth, epoch_N.pth), or --resume without a path to '
+              'resume from the newest intact one in the work dir.')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{source}: the checkpoint {"is a folder" if osp.isdir(path) else "does not exist"}. '
+                                f'{advice}')
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f'{source}: the checkpoint is not readable (file permissions). {advice}')
+    damage = why_not_resumable(path) if cfg.get('resume') else None
+    if damage:
+        raise ValueError(f'{source}: the checkpoint cannot be resumed from, it is {damage}. {advice}')
+
+
 def check_config(cfg: Mapping) -> None:
     """Every check above, on the merged config."""
     check_neck_in_channels(cfg)
     check_unreadable_policies(cfg)
+    check_checkpoint_to_load(cfg)

@@ -6,7 +6,9 @@ Mixup/CutMix draws, other stochastic-depth masks, more steps in that epoch. This
 
 - seeds Python's, NumPy's and torch's (CPU and CUDA) generators from ``(seed, iteration)`` right
   before each batch is fetched, so the draws of an iteration (main-process transforms, Mixup/CutMix,
-  DropPath) depend on nothing before it and no RNG state has to be checkpointed;
+  DropPath) depend on nothing before it and no RNG state has to be checkpointed. ``seed`` is the process's
+  ``runner.seed``: with ``randomness.diff_rank_seed=True`` (the project's configs) mmengine adds the rank to
+  it, so each process draws its own numbers, as the release's ``torch.manual_seed(seed + rank)``;
 - on resume, fetches and discards the batches the interrupted epoch already trained on, so that the
   sampler's order and the loader workers' generators (restarted each epoch from fixed seeds by
   mmengine's ``worker_init_fn``) replay exactly, then trains on from the next batch.
@@ -38,7 +40,8 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
 
     Same arguments as ``EpochBasedTrainLoop``. Exactness needs non-persistent loader workers (each
     epoch's workers then start from the same seeds in a resumed run) and the same number of
-    processes, batch size and dataset as the interrupted run.
+    processes, batch size and dataset as the interrupted run. The random streams are then the same; on a GPU
+    the kernels may still differ run to run unless ``randomness.deterministic=True``.
     """
 
     def __init__(self, runner, dataloader, *args, **kwargs):

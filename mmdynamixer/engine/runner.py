@@ -13,6 +13,7 @@ from mmengine.runner import Runner
 
 from .checkpoint_files import find_resumable_checkpoint
 from .checks import check_config
+from .serialization import mmengine_checkpoint_loading
 
 
 # Hooks every run gets: a NaN/inf loss stops training before it is checkpointed; a checkpoint whose tensors do
@@ -39,11 +40,14 @@ def _is_amp(optim_wrapper) -> bool:
 class DynaMixerRunner(Runner):
     """mmengine's ``Runner`` (same arguments) that
 
-    - checks the config before building anything (:func:`~mmdynamixer.engine.checks.check_config`);
+    - checks the config before building anything (:func:`~mmdynamixer.engine.checks.check_config`), the
+      checkpoint of ``--resume PATH`` / ``load_from`` included;
     - resumes (``--resume`` without a path) from the checkpoint ``last_checkpoint`` names if it is intact, else
       from the newest intact one beside it, or stops listing each file and why
       (:func:`~mmdynamixer.engine.checkpoint_files.find_resumable_checkpoint`), instead of failing on a
-      truncated newest checkpoint;
+      truncated newest checkpoint; warns when the work dir holds nothing to resume;
+    - loads and resumes weights-only with mmengine's checkpoint types allowed for that call only
+      (:func:`~mmdynamixer.engine.serialization.mmengine_checkpoint_loading`);
     - trains the config's mixed precision (``AmpOptimWrapper``, or ``--amp``) in float32, with a warning, where no
       CUDA device exists (mmengine's ``AmpOptimWrapper`` asserts one);
     - runs ``--launcher pytorch`` without CUDA: starts the process group with gloo and wraps DDP without device
@@ -93,10 +97,11 @@ class DynaMixerRunner(Runner):
         return super().build_optim_wrapper(optim_wrapper)
 
     def load_or_resume(self) -> None:
-        if not self._has_loaded and self._resume and self._load_from is None:
-            self._load_from = find_resumable_checkpoint(self.work_dir)
-            if self._load_from is None:
-                self._resume = False
-            else:
-                print_log(f'Resuming from {self._load_from}', logger='current', level=logging.INFO)
-        super().load_or_resume()
+        with mmengine_checkpoint_loading():
+            if not self._has_loaded and self._resume and self._load_from is None:
+                self._load_from = find_resumable_checkpoint(self.work_dir)
+                if self._load_from is None:
+                    self._resume = False
+                else:
+                    print_log(f'Resuming from {self._load_from}', logger='current', level=logging.INFO)
+            super().load_or_resume()

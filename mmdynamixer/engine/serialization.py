@@ -1,12 +1,15 @@
-"""Weights-only loading of mmengine checkpoints on torch >= 2.6, registered when ``mmdynamixer`` is imported.
+"""Weights-only loading of mmengine checkpoints on torch >= 2.6, allowed only around the loads that need it.
 
 torch >= 2.6 loads checkpoints weights-only by default and mmengine 0.10.7 calls ``torch.load`` without
 ``weights_only`` (``mmengine/runner/checkpoint.py``): its checkpoints hold a ``MessageHub`` state with
 ``HistoryBuffer`` objects (which pickle their statistic methods through ``getattr``) and numpy arrays and
-scalars, which the weights-only unpickler refuses, so ``--resume`` and ``load_from`` fail. torch's own extension
-point, ``torch.serialization.add_safe_globals``, allow-lists exactly those types, and ``getattr`` restricted to
-HistoryBuffer's methods, instead of turning weights-only off for every load.
+scalars, which the weights-only unpickler refuses, so ``--resume`` and ``load_from`` fail.
+:func:`mmengine_checkpoint_loading` allow-lists exactly those types, and ``getattr`` restricted to HistoryBuffer's
+methods, for the duration of a ``with`` block (torch's ``safe_globals``), instead of turning weights-only off or
+changing torch's process-wide allow-list: ``DynaMixerRunner``'s load and resume, the backbone's ``Pretrained``
+init and the tools use it; any other load in the process sees torch's allow-list as it was.
 """
+import contextlib
 import importlib
 import pickle
 
@@ -34,19 +37,27 @@ def _numpy_reconstructors() -> list:
             for name in ('_reconstruct', 'scalar') for core in ('core', '_core')]
 
 
-def allow_mmengine_checkpoint_types() -> None:
-    """Allow-list the types of mmengine's checkpoints for weights-only loading. Idempotent.
-
-    Needs torch >= 2.6 (the ``openmmlab`` extra's floor): earlier versions neither load weights-only by default
-    nor accept the ``(function, name)`` entries used here, and registering them there breaks every later
-    weights-only load in the process. Does nothing on those versions."""
-    if torch.__version__ < TorchVersion('2.6'):
-        return
+def mmengine_checkpoint_types() -> list:
+    """The allow-list entries (torch's ``safe_globals`` format) that mmengine's checkpoints need."""
     from mmengine.logging.history_buffer import HistoryBuffer
 
     HistoryBuffer()  # registers the default statistics
-    torch.serialization.add_safe_globals([
-        HistoryBuffer, np.ndarray, np.dtype, *_numpy_reconstructors(),
-        (_history_buffer_statistic, 'builtins.getattr'),
-        *{type(np.dtype(code)) for code in np.typecodes['All']},  # numpy's per-dtype classes
-    ])
+    return [HistoryBuffer, np.ndarray, np.dtype, *_numpy_reconstructors(),
+            (_history_buffer_statistic, 'builtins.getattr'),
+            *{type(np.dtype(code)) for code in np.typecodes['All']}]  # numpy's per-dtype classes
+
+
+@contextlib.contextmanager
+def mmengine_checkpoint_loading(*extra):
+    """Within the block, weights-only ``torch.load`` reads mmengine checkpoints (plus the ``extra`` types); on
+    exit torch's allow-list is what it was. Nests: entries already allowed are left to their owner.
+
+    On torch < 2.6 it changes nothing: loading is not weights-only by default there, and those versions do not
+    accept the ``(function, name)`` entries used here."""
+    if torch.__version__ < TorchVersion('2.6'):
+        yield
+        return
+    allowed = torch.serialization.get_safe_globals()
+    missing = [entry for entry in [*mmengine_checkpoint_types(), *extra] if entry not in allowed]
+    with torch.serialization.safe_globals(missing):
+        yield

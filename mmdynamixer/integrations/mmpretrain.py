@@ -12,6 +12,7 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
 from ..checkpoints import check_checkpoint_file
+from ..engine.serialization import mmengine_checkpoint_loading
 from ..models.dynamixer import DynaMixerNet, arch_zoo
 
 # A checkpoint of this architecture holds every backbone tensor, less those a user changes on purpose (the
@@ -89,13 +90,15 @@ class DynaMixer(DynaMixerNet, BaseBackbone):
         """mmengine's initialisation, after checking each ``Pretrained`` init_cfg: its checkpoint must exist, be a
         checkpoint, and hold at least ``MIN_PRETRAINED_FRACTION`` of the backbone's tensors (same name and shape,
         output norms ``norm{i}`` aside) under its ``prefix``. mmengine itself loads with ``strict=False`` and only
-        warns, so a wrong file or prefix would train from random weights."""
-        if not self.is_init:
-            init_cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
-            for cfg in init_cfgs:
-                if isinstance(cfg, Mapping) and cfg.get('type') in ('Pretrained', PretrainedInit):
-                    self._check_pretrained(cfg['checkpoint'], cfg.get('prefix'), cfg.get('map_location', 'cpu'))
-        super().init_weights()
+        warns, so a wrong file or prefix would train from random weights. The checkpoint loads weights-only, with
+        mmengine's checkpoint types allowed during this call only."""
+        with mmengine_checkpoint_loading():
+            if not self.is_init:
+                init_cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+                for cfg in init_cfgs:
+                    if isinstance(cfg, Mapping) and cfg.get('type') in ('Pretrained', PretrainedInit):
+                        self._check_pretrained(cfg['checkpoint'], cfg.get('prefix'), cfg.get('map_location', 'cpu'))
+            super().init_weights()
 
     def _check_pretrained(self, checkpoint: str, prefix: Optional[str], map_location) -> None:
         source = f'init_cfg Pretrained checkpoint={checkpoint!r}, prefix={prefix!r}'

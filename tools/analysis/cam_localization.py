@@ -46,7 +46,9 @@ def main():
     from mmdynamixer.cli import check_inputs
 
     check_inputs(parser, config=args.config, checkpoint=args.checkpoint)
-    inferencer = ImageClassificationInferencer(args.config, pretrained=args.checkpoint, device='cpu')
+    from mmdynamixer.engine import mmengine_checkpoint_loading
+    with mmengine_checkpoint_loading():  # weights-only loading of an mmengine checkpoint
+        inferencer = ImageClassificationInferencer(args.config, pretrained=args.checkpoint, device='cpu')
     resizing = [t['type'] for t in Config.fromfile(args.config).test_dataloader.dataset.pipeline
                 if not t['type'].endswith(('LoadImageFromFile', 'PackInputs'))]
     if resizing:

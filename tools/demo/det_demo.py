@@ -34,7 +34,9 @@ def main():
 
     from mmdet.apis import DetInferencer
 
-    inferencer = DetInferencer(args.config, args.checkpoint, device=args.device, show_progress=False)
+    from mmdynamixer.engine import mmengine_checkpoint_loading
+    with mmengine_checkpoint_loading():  # weights-only loading of an mmengine checkpoint
+        inferencer = DetInferencer(args.config, args.checkpoint, device=args.device, show_progress=False)
     result = inferencer(args.image, return_vis=True, return_datasamples=True, pred_score_thr=args.score_thr)
     instances = result['predictions'][0].pred_instances.cpu()
     shown = instances[instances.scores > args.score_thr]  # what the visualizer draws

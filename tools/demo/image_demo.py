@@ -37,7 +37,9 @@ def main():
 
     image = mmcv.bgr2rgb(check_inputs(parser, image=args.image, config=args.config, checkpoint=args.checkpoint))
 
-    inferencer = ImageClassificationInferencer(args.config, pretrained=args.checkpoint, device=args.device)
+    from mmdynamixer.engine import mmengine_checkpoint_loading
+    with mmengine_checkpoint_loading():  # weights-only loading of an mmengine checkpoint
+        inferencer = ImageClassificationInferencer(args.config, pretrained=args.checkpoint, device=args.device)
     # The inferencer's own steps (its __call__ adds a progress bar that would run into the printed classes).
     prediction = inferencer.forward(next(inferencer.preprocess([args.image])))[0]
     scores = prediction.pred_score

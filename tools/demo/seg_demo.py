@@ -36,7 +36,9 @@ def main():
 
     from mmseg.apis import MMSegInferencer
 
-    inferencer = MMSegInferencer(args.config, args.checkpoint, device=args.device)
+    from mmdynamixer.engine import mmengine_checkpoint_loading
+    with mmengine_checkpoint_loading():  # weights-only loading of an mmengine checkpoint
+        inferencer = MMSegInferencer(args.config, args.checkpoint, device=args.device)
     inferencer.show_progress = False  # its bar would run into the printed classes
     result = inferencer(args.image, return_vis=True, opacity=args.opacity, with_labels=args.with_labels)
     label_map = result['predictions']  # the image's height x width, one class index per pixel

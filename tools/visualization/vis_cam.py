@@ -37,7 +37,9 @@ def main():
     from mmdynamixer.cli import check_inputs
 
     check_inputs(parser, image=args.image, config=args.config, checkpoint=args.checkpoint)
-    inferencer = ImageClassificationInferencer(args.config, pretrained=args.checkpoint, device=args.device)
+    from mmdynamixer.engine import mmengine_checkpoint_loading
+    with mmengine_checkpoint_loading():  # weights-only loading of an mmengine checkpoint
+        inferencer = ImageClassificationInferencer(args.config, pretrained=args.checkpoint, device=args.device)
     model = inferencer.model
     batch = next(inferencer.preprocess([args.image]))
     inputs = model.data_preprocessor(batch, False)['inputs']

@@ -1,4 +1,5 @@
 """Checkpoint hooks: saves that survive a kill, and loads that fail when the tensors do not fit the model."""
+import contextlib
 import re
 from typing import List, Tuple
 
@@ -33,10 +34,11 @@ class AtomicCheckpointHook(CheckpointHook):
       (``backend_args=dict(backend='atomic_local')`` unless ``backend_args`` or a remote ``out_dir`` are given),
       so a kill or a full disk mid-save leaves the previous files untouched.
     - With ``max_keep_ckpts``, mmengine removes the oldest checkpoint *before* writing the new one
-      (``CheckpointHook._save_checkpoint_with_step``); here it is removed only after the new checkpoint and the
-      ``last_checkpoint`` pointer are written. The pointer itself is written in place by mmengine (one short
-      write, no extension point); ``DynaMixerRunner``'s resume falls back to the newest intact checkpoint if it
-      is ever empty or torn.
+      (``CheckpointHook._save_checkpoint_with_step``), and with ``save_best`` the previous best before writing
+      the new best (``CheckpointHook._save_best_checkpoint``); here each is removed only after the new
+      checkpoint (and, for regular saves, the ``last_checkpoint`` pointer) is written. The pointer itself is
+      written in place by mmengine (one short write, no extension point); ``DynaMixerRunner``'s resume falls
+      back to the newest intact checkpoint if it is ever empty or torn.
 
     Same arguments as ``CheckpointHook``.
     """
@@ -48,15 +50,28 @@ class AtomicCheckpointHook(CheckpointHook):
         super().__init__(*args, out_dir=out_dir, backend_args=backend_args, file_client_args=file_client_args,
                          **kwargs)
 
-    def _save_checkpoint_with_step(self, runner, step, meta):
+    @contextlib.contextmanager
+    def _removals_after_save(self):
+        """Within the block, the file backend's removals are recorded; after it (if it succeeds) they are done,
+        except of the best checkpoints the hook now points to (a new best saved under its predecessor's name)."""
         deferred = _DeferredRemovals(self.file_backend)
         self.file_backend = deferred
         try:
-            super()._save_checkpoint_with_step(runner, step, meta)
+            yield
         finally:
             self.file_backend = deferred.backend
+        current_best = {self.best_ckpt_path, *getattr(self, 'best_ckpt_path_dict', {}).values()}
         for remove, path in deferred.removals:
-            remove(path)
+            if path not in current_best:
+                remove(path)
+
+    def _save_checkpoint_with_step(self, runner, step, meta):
+        with self._removals_after_save():
+            super()._save_checkpoint_with_step(runner, step, meta)
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        with self._removals_after_save():
+            super()._save_best_checkpoint(runner, metrics)
 
 
 def find_shape_mismatches(model: torch.nn.Module, state_dict: dict) -> List[Tuple[str, tuple, tuple]]:
@@ -73,18 +88,27 @@ def find_shape_mismatches(model: torch.nn.Module, state_dict: dict) -> List[Tupl
 
 @HOOKS.register_module()
 class CheckpointShapeCheckHook(Hook):
-    """Fail when a checkpoint loaded by ``--resume`` or ``load_from`` has tensors of other shapes than the
-    model's, listing every such key with both shapes. mmengine loads with ``strict=False`` and only logs
-    the mismatch, then trains or evaluates a partly initialised model. Runs before the EMA hook."""
+    """Fail when a checkpoint loaded by ``--resume`` or ``load_from`` is of another model (no tensor name in
+    common) or has tensors of other shapes than the model's, listing every such key with both shapes. mmengine
+    loads with ``strict=False`` and only logs the mismatch, then trains or evaluates a partly initialised (or an
+    uninitialised) model. Runs before the EMA hook."""
 
     priority = 'VERY_HIGH'
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        mismatches = find_shape_mismatches(model, checkpoint.get('state_dict', checkpoint))
+        state_dict = checkpoint.get('state_dict', checkpoint)
+        source = runner.cfg.get('load_from') or f'the last checkpoint in {runner.work_dir}'
+        expected = model.state_dict()
+        saved = [re.sub(r'^module\.', '', key) for key in state_dict]
+        if expected and not set(saved) & set(expected):
+            raise ValueError(f'Checkpoint {source} holds none of the model\'s {len(expected)} tensors (a checkpoint of '
+                             f'another model?): it has e.g. {saved[:3]}, the model e.g. {list(expected)[:3]}. To '
+                             f'fine-tune from another layout, convert it first or load the backbone with '
+                             f'init_cfg=dict(type="Pretrained", prefix=...).')
+        mismatches = find_shape_mismatches(model, state_dict)
         if not mismatches:
             return
-        source = runner.cfg.get('load_from') or f'the last checkpoint in {runner.work_dir}'
         listed = '\n'.join(f'  {key}: {tuple(saved)} in the checkpoint, {tuple(wanted)} in the model'
                            for key, saved, wanted in mismatches)
         raise ValueError(f'Checkpoint {source} does not fit the model: {len(mismatches)} tensor(s) differ in shape\n'
