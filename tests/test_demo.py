@@ -16,6 +16,7 @@ from mmengine.config import Config
 from PIL import Image
 
 from mmdynamixer.cli import check_inputs
+from mmdynamixer.engine import mmengine_checkpoint_loading
 from mmdynamixer.testing import build_mmpretrain_model
 
 DIGITS = 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py'
@@ -49,7 +50,8 @@ def own_scores(repo, checkpoint, images):
     """Class probabilities of the checkpoint's model, run here: the config's model and normalisation, no tool."""
     cfg = Config.fromfile(repo / DIGITS)
     model = build_mmpretrain_model(cfg.model).eval()
-    model.load_state_dict(torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict'])
+    with mmengine_checkpoint_loading():
+        model.load_state_dict(torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict'])
     assert cfg.data_preprocessor.to_rgb  # mean and std are given in RGB order
     mean, std = (torch.tensor(cfg.data_preprocessor[k]).view(3, 1, 1) for k in ('mean', 'std'))
     pixels = [torch.from_numpy(np.asarray(Image.open(p).convert('RGB'), dtype=np.float32)).permute(2, 0, 1)

@@ -18,7 +18,8 @@ from mmengine.logging import MMLogger
 from mmengine.registry import RUNNERS
 
 from mmdynamixer.datasets import CheckedLoadImageFromFile
-from mmdynamixer.engine.checkpoint_files import find_resumable_checkpoint
+from mmdynamixer.engine import mmengine_checkpoint_loading
+from mmdynamixer.engine.checkpoint_files import CheckpointRefusedError, find_resumable_checkpoint
 from mmdynamixer.models import DynaMixerNet
 from mmdynamixer.models.block import DynaMixerBlock
 from mmdynamixer.models.mixing import DynaMixerOp
@@ -115,7 +116,8 @@ def test_kill_during_save_keeps_last_checkpoint_and_resume_continues(tmp_path, r
     assert 'Saving checkpoint at 2 iterations' in killed.stdout + killed.stderr
     # The previous checkpoint and the pointer to it are intact; the interrupted one never got its name.
     assert (work / 'last_checkpoint').read_text() == str(work / 'iter_1.pth')
-    assert torch.load(work / 'iter_1.pth', weights_only=True)['meta']['iter'] == 1
+    with mmengine_checkpoint_loading():
+        assert torch.load(work / 'iter_1.pth', weights_only=True)['meta']['iter'] == 1
     assert not (work / 'iter_2.pth').exists()
     assert len(list(work.glob('.iter_2.pth.*.tmp'))) == 1
     assert find_resumable_checkpoint(str(work)) == str(work / 'iter_1.pth')
@@ -130,6 +132,74 @@ def test_kill_during_save_keeps_last_checkpoint_and_resume_continues(tmp_path, r
     assert not list(work.glob('.*.tmp')), 'the resumed run saving iter_2.pth again removes the leftover'
 
 
+BEST_KILL_HOOK = '''
+import os, resource, signal
+from mmengine.evaluator import BaseMetric
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS, METRICS
+
+
+@METRICS.register_module()
+class EvaluationCount(BaseMetric):
+    """A score that improves at every evaluation, so that each one saves a new best checkpoint."""
+    count = 0
+
+    def process(self, data_batch, data_samples):
+        self.results.append(0)
+
+    def compute_metrics(self, results):
+        EvaluationCount.count += 1
+        return {'count': EvaluationCount.count}
+
+
+@HOOKS.register_module()
+class KillDuringSecondBestSave(Hook):
+    """Once the first best checkpoint is saved, cap file sizes at half of it: the kernel kills this process
+    (SIGXFSZ) in the middle of writing the second."""
+    priority = 'LOWEST'  # after CheckpointHook's save of the best
+
+    def after_val_epoch(self, runner, metrics=None):
+        best = [name for name in os.listdir(runner.work_dir) if name.startswith('best_')]
+        if runner.epoch == 1 and best:
+            size = os.path.getsize(os.path.join(runner.work_dir, best[0])) // 2
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+'''
+
+
+def test_kill_during_best_save_keeps_previous_best(tmp_path, repo, tiny_imagenet, monkeypatch):
+    """save_best: mmengine removes the previous best before writing the new one; AtomicCheckpointHook removes it
+    only once the new one is complete, so a kill (or a full disk) in between leaves the previous best intact."""
+    work = tmp_path / 'work'
+    best_only = {'train_cfg.max_epochs': 2, 'train_cfg.val_interval': 1, 'default_hooks.checkpoint.interval': 100,
+                 'default_hooks.checkpoint.save_best': 'count', 'default_hooks.checkpoint.rule': 'greater'}
+    (tmp_path / 'kill_during_best_save.py').write_text(BEST_KILL_HOOK)
+    cfg = tiny_run_cfg(repo, tiny_imagenet, work, **best_only)
+    cfg.val_evaluator = dict(type='EvaluationCount')
+    cfg.custom_imports = dict(imports=['mmdynamixer', 'kill_during_best_save'], allow_failed_imports=False)
+    cfg.custom_hooks.append(dict(type='KillDuringSecondBestSave'))
+    cfg.dump(str(tmp_path / 'killed.py'))
+    env = tool_env(PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')]))
+
+    killed = subprocess.run([sys.executable, str(upstream_tool('mmpretrain', 'train.py')), str(tmp_path / 'killed.py')],
+                            cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGXFSZ, killed.stdout[-3000:] + killed.stderr[-3000:]
+    assert re.search(r'Epoch\(val\) \[2\]\[\d+/\d+\]\s+count: 2', killed.stdout)
+    assert sorted(p.name for p in work.glob('*.pth')) == ['best_count_epoch_1.pth']
+    with mmengine_checkpoint_loading():
+        assert torch.load(work / 'best_count_epoch_1.pth', weights_only=True)['meta']['epoch'] == 1
+    assert len(list(work.glob('.best_count_epoch_2.pth.*.tmp'))) == 1
+
+    # Without the kill, each new best replaces the previous one: one best checkpoint, the last.
+    cfg = tiny_run_cfg(repo, tiny_imagenet, tmp_path / 'uninterrupted', **best_only)
+    cfg.val_evaluator = dict(type='EvaluationCount')
+    cfg.custom_imports = dict(imports=['mmdynamixer', 'kill_during_best_save'], allow_failed_imports=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    build_runner(cfg).train()
+    assert sorted(p.name for p in (tmp_path / 'uninterrupted').glob('*.pth')) == ['best_count_epoch_2.pth']
+
+
 def test_failed_save_leaves_previous_file(tmp_path, monkeypatch):
     from mmengine.runner.checkpoint import save_checkpoint
     atomic = dict(backend='atomic_local')  # what AtomicCheckpointHook passes
@@ -142,7 +212,8 @@ def test_failed_save_leaves_previous_file(tmp_path, monkeypatch):
     monkeypatch.setattr(os, 'fsync', disk_full)
     with pytest.raises(OSError, match='No space left'):
         save_checkpoint({'state_dict': {'w': torch.zeros(4)}}, str(path), backend_args=atomic)
-    torch.testing.assert_close(torch.load(path, weights_only=True)['state_dict']['w'], torch.ones(4))
+    with mmengine_checkpoint_loading():
+        torch.testing.assert_close(torch.load(path, weights_only=True)['state_dict']['w'], torch.ones(4))
     assert sorted(p.name for p in tmp_path.iterdir()) == ['epoch_1.pth']
 
 
@@ -192,8 +263,68 @@ def test_resume_without_intact_checkpoint_fails(tmp_path):
         find_resumable_checkpoint(str(tmp_path))
 
 
-def test_resume_without_pointer_starts_fresh(tmp_path):
+def test_resume_without_pointer_warns_and_starts_fresh(tmp_path, caplog_mmengine):
     assert find_resumable_checkpoint(str(tmp_path)) is None
+    warned = [r.getMessage() for r in caplog_mmengine.records if r.levelno == logging.WARNING]
+    assert any(f'no checkpoint to resume from in the work dir {tmp_path} (looked for last_checkpoint' in message
+               for message in warned), warned
+
+
+class _Unknown:
+    """A type no allow-list knows."""
+
+
+@pytest.mark.parametrize('content', ['unknown type', 'no optimizer'])
+def test_pointer_to_refused_checkpoint_stops_instead_of_falling_back(checkpoint_folder, content):
+    refused = checkpoint_folder / 'epoch_3.pth'
+    if content == 'unknown type':
+        write_training_checkpoint(refused, 3, extra=_Unknown())
+        reason = r'holds objects that weights-only loading refuses .*Unsupported global'
+    else:
+        torch.save({'meta': {'iter': 3}, 'state_dict': {}}, refused)
+        reason = r'is not a training checkpoint \(no optimizer\)'
+    (checkpoint_folder / 'last_checkpoint').write_text(str(refused))
+    with pytest.raises(CheckpointRefusedError, match=rf'Cannot resume from {re.escape(str(refused))}: it {reason}'):
+        find_resumable_checkpoint(str(checkpoint_folder))
+
+
+@pytest.mark.parametrize('problem', ['missing', 'folder', 'truncated', 'unknown type'])
+def test_resume_path_checked_before_anything_is_built(tmp_path, repo, tiny_imagenet, problem):
+    """tools/train.py --resume PATH sets resume=True and load_from=PATH: a PATH that cannot be resumed from stops
+    the Runner's construction, before the work dir, the model or the data exist."""
+    path = tmp_path / 'epoch_3.pth'
+    if problem == 'folder':
+        path.mkdir()
+    elif problem == 'truncated':
+        truncate(write_training_checkpoint(path, 3))
+    elif problem == 'unknown type':
+        write_training_checkpoint(path, 3, extra=_Unknown())
+    expected = {'missing': (FileNotFoundError, 'the checkpoint does not exist'),
+                'folder': (FileNotFoundError, 'the checkpoint is a folder'),
+                'truncated': (ValueError, r'the checkpoint cannot be resumed from, it is unreadable \(RuntimeError'),
+                'unknown type': (CheckpointRefusedError, 'holds objects that weights-only loading refuses')}[problem]
+    cfg = tiny_run_cfg(repo, tiny_imagenet, tmp_path / 'work', resume=True, load_from=str(path))
+    with pytest.raises(expected[0], match=expected[1]) as error:
+        build_runner(cfg)
+    assert str(path) in str(error.value)
+    assert not (tmp_path / 'work').exists()
+
+
+def test_missing_load_from_checked_before_anything_is_built(tmp_path, repo, tiny_imagenet):
+    cfg = tiny_run_cfg(repo, tiny_imagenet, tmp_path / 'work', load_from=str(tmp_path / 'absent.pth'))
+    with pytest.raises(FileNotFoundError, match=rf"load_from='{re.escape(str(tmp_path))}/absent.pth': the checkpoint "
+                                                r'does not exist'):
+        build_runner(cfg)
+    assert not (tmp_path / 'work').exists()
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path, repo, tiny_imagenet):
+    cfg = tiny_run_cfg(repo, tiny_imagenet, tmp_path / 'work')
+    cfg.load_from = str(write_training_checkpoint(tmp_path / 'resnet.pth', 1, state_dict={
+        'backbone.conv1.weight': torch.ones(64, 3, 7, 7), 'backbone.bn1.weight': torch.ones(64)}))
+    with pytest.raises(ValueError, match=r"holds none of the model's \d+ tensors \(a checkpoint of another model\?\): "
+                                         r"it has e.g. \['backbone.conv1.weight'"):
+        build_runner(cfg).test()
 
 
 @pytest.mark.parametrize('mode', ['load_from', 'resume'])

@@ -1,7 +1,11 @@
-"""What the engine adds to mmengine without patching it: weights-only loading of its checkpoints, the runner's
-CPU fallbacks and protective hooks, the finite-loss hook; and that importing mmdynamixer patches nothing."""
+"""What the engine adds to mmengine without patching it: weights-only loading of its checkpoints within a context,
+the runner's CPU fallbacks and protective hooks, the finite-loss hook; and that importing mmdynamixer changes no
+function of torch or the toolboxes and no process-wide state."""
 import io
+import json
 import pickle
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -10,7 +14,7 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import HistoryBuffer, MessageHub
 
-from mmdynamixer.engine import DynaMixerRunner, FiniteLossHook, allow_mmengine_checkpoint_types
+from mmdynamixer.engine import DynaMixerRunner, FiniteLossHook, mmengine_checkpoint_loading
 from mmdynamixer.testing import write_image_folder
 
 DIGITS = Path(__file__).resolve().parents[1] / 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py'
@@ -23,25 +27,42 @@ class _Escape:
         return getattr, (HistoryBuffer, '__init__')
 
 
-def test_message_hub_state_loads_weights_only():
-    allow_mmengine_checkpoint_types()
+def _saved(obj) -> io.BytesIO:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def _mmengine_checkpoint() -> io.BytesIO:
     hub = MessageHub.get_instance('test_runtime')
     hub.update_scalar('train/loss', 0.5)
     hub.update_info('epoch', 3)
-    buffer = io.BytesIO()
-    torch.save({'message_hub': hub.state_dict(), 'state_dict': {'w': torch.ones(2)}}, buffer)
-    buffer.seek(0)
-    loaded = torch.load(buffer, weights_only=True)
+    return _saved({'message_hub': hub.state_dict(), 'state_dict': {'w': torch.ones(2)}})
+
+
+def test_message_hub_state_loads_weights_only_within_the_context_only():
+    before = torch.serialization.get_safe_globals()
+    with mmengine_checkpoint_loading():
+        loaded = torch.load(_mmengine_checkpoint(), weights_only=True)
     assert loaded['message_hub']['log_scalars']['train/loss'].current() == 0.5
+    assert torch.serialization.get_safe_globals() == before
+    with pytest.raises(pickle.UnpicklingError, match='Unsupported global'):
+        torch.load(_mmengine_checkpoint(), weights_only=True)
+
+
+def test_nested_contexts_keep_the_outer_allow_list():
+    with mmengine_checkpoint_loading():
+        with mmengine_checkpoint_loading():
+            pass
+        assert torch.load(_mmengine_checkpoint(), weights_only=True)['state_dict']['w'].sum() == 2
 
 
 def test_other_getattr_stays_refused():
-    allow_mmengine_checkpoint_types()
-    buffer = io.BytesIO()
-    torch.save({'x': _Escape()}, buffer)
-    buffer.seek(0)
-    with pytest.raises(pickle.UnpicklingError, match="refusing getattr.*'__init__'"):
-        torch.load(buffer, weights_only=True)
+    with mmengine_checkpoint_loading(), pytest.raises(pickle.UnpicklingError, match="refusing getattr.*'__init__'"):
+        torch.load(_saved({'x': _Escape()}), weights_only=True)
+    with pytest.raises(pickle.UnpicklingError, match='Unsupported global: GLOBAL builtins.getattr'):
+        torch.load(_saved({'x': _Escape()}), weights_only=True)  # torch's own refusal, not ours
 
 
 def test_non_finite_loss_stops_with_iteration_and_terms():
@@ -53,21 +74,59 @@ def test_non_finite_loss_stops_with_iteration_and_terms():
         hook.after_train_iter(runner, 5, outputs=outputs)
 
 
-def test_import_patches_no_mmengine_or_mmpretrain_code():
-    """Everything is registered through extension points: mmengine's and mmpretrain's own functions stay theirs."""
-    import mmdynamixer  # noqa: F401
-    from mmengine.fileio.backends import LocalBackend
-    from mmengine.hooks import CheckpointHook, checkpoint_hook
-    from mmengine.runner import Runner, runner
-    from mmpretrain.datasets import CustomDataset
+# Run in a fresh process: every function of torch and of the toolboxes' modules that mmdynamixer builds on
+# (classes' methods included), and torch's weights-only allow-list, before and after `import mmdynamixer`.
+IMPORT_CHANGES_NOTHING = '''
+import importlib, inspect, json
+import torch
 
-    owners = {LocalBackend.put: 'mmengine.fileio.backends.local_backend',
-              CheckpointHook._save_checkpoint_with_step: 'mmengine.hooks.checkpoint_hook',
-              runner.find_latest_checkpoint: 'mmengine.runner.checkpoint',
-              Runner.load_or_resume: 'mmengine.runner.runner', Runner.setup_env: 'mmengine.runner.runner',
-              CustomDataset._find_samples: 'mmpretrain.datasets.custom'}
-    assert {f.__qualname__: f.__module__ for f in owners} == {f.__qualname__: m for f, m in owners.items()}
-    assert 'open' not in vars(checkpoint_hook)
+MODULES = ['torch', 'torch.serialization', 'torch.nn', 'mmengine.runner', 'mmengine.runner.checkpoint',
+           'mmengine.hooks', 'mmengine.fileio', 'mmengine.fileio.backends', 'mmengine.model', 'mmengine.registry',
+           'mmengine.dataset', 'mmcv.transforms', 'mmpretrain.datasets', 'mmpretrain.models', 'mmpretrain.models.backbones',
+           'mmdet.models', 'mmdet.datasets', 'mmseg.models', 'mmseg.models.decode_heads', 'timm.models']
+
+
+def functions():
+    """{dotted name: (function, code object)} for each module-level function and class method of MODULES."""
+    found = {}
+    for module_name in MODULES:
+        for name, value in vars(importlib.import_module(module_name)).items():
+            members = vars(value).items() if inspect.isclass(value) else [('', value)]
+            for member_name, member in members:
+                member = getattr(member, '__func__', member)  # staticmethod, classmethod
+                if inspect.isfunction(member):
+                    found[f'{module_name}.{name}.{member_name}'.rstrip('.')] = (member, member.__code__)
+    return found
+
+
+before, allowed = functions(), torch.serialization.get_safe_globals()
+import mmdynamixer  # noqa: E402
+after = functions()
+changed = [name for name, (function, code) in before.items()
+           if name not in after or after[name][0] is not function or after[name][0].__code__ is not code]
+print(json.dumps(dict(names=sorted(before), changed=changed,
+                      safe_globals_unchanged=torch.serialization.get_safe_globals() == allowed)))
+'''
+
+
+def test_import_changes_no_function_and_no_allow_list():
+    """Everything is registered through extension points: after `import mmdynamixer` (what custom_imports does),
+    torch's, mmengine's, mmcv's, mmpretrain's, mmdet's, mmseg's and timm's functions are the very objects, with the
+    very code, they were before (a wrapper or a swapped __code__ would show), and torch's weights-only allow-list
+    is unchanged."""
+    run = subprocess.run([sys.executable, '-c', IMPORT_CHANGES_NOTHING], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    extended = ['mmengine.runner.Runner.load_or_resume', 'mmengine.runner.Runner.setup_env',
+                'mmengine.hooks.CheckpointHook._save_best_checkpoint',
+                'mmengine.hooks.CheckpointHook._save_checkpoint_with_step',
+                'mmengine.runner.EpochBasedTrainLoop.run_epoch', 'mmengine.fileio.backends.LocalBackend.put',
+                'mmengine.runner.checkpoint.find_latest_checkpoint', 'mmcv.transforms.LoadImageFromFile.transform',
+                'mmpretrain.datasets.CustomDataset._find_samples', 'mmseg.models.decode_heads.FPNHead.forward',
+                'torch.load', 'torch.serialization.add_safe_globals']
+    assert set(extended) <= set(result['names']), set(extended) - set(result['names'])
+    assert result['changed'] == []
+    assert result['safe_globals_unchanged']
 
 
 @pytest.fixture
