@@ -100,6 +100,7 @@ def test_classification_config_declares_the_plugin(name):
     assert 'mmdynamixer' in cfg.custom_imports.imports and not cfg.custom_imports.allow_failed_imports
     assert RUNNERS.get(cfg.runner_type) is DynaMixerRunner
     assert issubclass(HOOKS.get(cfg.default_hooks.checkpoint.type), AtomicCheckpointHook)
+    assert cfg.randomness == dict(seed=42, diff_rank_seed=True, deterministic=False)  # a stream per process
     check_config(cfg)
 
 

@@ -84,8 +84,10 @@ def test_config_builds_with_real_strides(name):
     arch = re.search(r'dynamixer-([sml])_', name).group(1)
     backbone = cfg.model.backbone
     out_indices, channels = DENSE_OUTPUTS[arch]
-    # What every project config declares: the runner that every toolbox's tools build, atomic checkpoints.
+    # What every project config declares: the runner that every toolbox's tools build, atomic checkpoints, a
+    # random stream per process.
     assert cfg.runner_type == 'DynaMixerRunner' and cfg.default_hooks.checkpoint.type == 'AtomicCheckpointHook'
+    assert cfg.randomness.diff_rank_seed is True
     assert backbone.type == 'mmpretrain.DynaMixer' and backbone.arch == arch and backbone.final_norm is False
     assert tuple(backbone.out_indices) == out_indices
     assert backbone.init_cfg == dict(type='Pretrained', checkpoint=f'checkpoints/dynamixer-{arch}_in1k.pth',
