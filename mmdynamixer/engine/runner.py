@@ -10,9 +10,11 @@ from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint_files import find_resumable_checkpoint
 from .checks import check_config
+from .comm_hooks import rank_ordered_allreduce
 from .serialization import mmengine_checkpoint_loading
 
 
@@ -52,6 +54,9 @@ class DynaMixerRunner(Runner):
       CUDA device exists (mmengine's ``AmpOptimWrapper`` asserts one);
     - runs ``--launcher pytorch`` without CUDA: starts the process group with gloo and wraps DDP without device
       ids (mmengine's launcher calls ``torch.cuda.set_device`` and its DDP wrapper passes ``device_ids``);
+    - reduces DDP's gradients in rank order (:func:`~mmdynamixer.engine.comm_hooks.rank_ordered_allreduce`) on
+      CPU, and on GPUs with ``randomness.deterministic=True``, so that a resumed run is bit-identical with any
+      number of processes (DDP's bucket layout in a process's first iteration differs from later ones);
     - registers :class:`~mmdynamixer.engine.hooks.FiniteLossHook` and
       :class:`~mmdynamixer.engine.hooks.CheckpointShapeCheckHook` unless the config's ``default_hooks`` or
       ``custom_hooks`` list them (set them there to change their priority).
@@ -80,12 +85,16 @@ class DynaMixerRunner(Runner):
         super().setup_env(env_cfg)
 
     def wrap_model(self, model_wrapper_cfg, model):
-        if self.distributed and not torch.cuda.is_available():
+        on_cpu = self.distributed and not torch.cuda.is_available()
+        if on_cpu:
             model_wrapper_cfg = dict(model_wrapper_cfg or dict(
                 type='MMDistributedDataParallel', broadcast_buffers=False,
                 find_unused_parameters=self.cfg.get('find_unused_parameters', False)))
             model_wrapper_cfg['device_ids'] = None
-        return super().wrap_model(model_wrapper_cfg, model)
+        wrapped = super().wrap_model(model_wrapper_cfg, model)
+        if (on_cpu or self.deterministic) and isinstance(wrapped, DistributedDataParallel):
+            wrapped.register_comm_hook(None, rank_ordered_allreduce)
+        return wrapped
 
     def build_optim_wrapper(self, optim_wrapper):
         if _is_amp(optim_wrapper) and not torch.cuda.is_available():

@@ -60,7 +60,8 @@ class AtomicCheckpointHook(CheckpointHook):
             yield
         finally:
             self.file_backend = deferred.backend
-        current_best = {self.best_ckpt_path, *getattr(self, 'best_ckpt_path_dict', {}).values()}
+        # (mmengine sets these attributes only with save_best)
+        current_best = {getattr(self, 'best_ckpt_path', None), *getattr(self, 'best_ckpt_path_dict', {}).values()}
         for remove, path in deferred.removals:
             if path not in current_best:
                 remove(path)
