@@ -2,25 +2,30 @@
 the demo's data: python tools/demo/prepare_digits.py data/digits."""
 import argparse
 import os.path as osp
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from mmdynamixer.cli import FolderNotOursError, write_folder_whole
 
 
 def write_digits_folder(root: str, image_size: int = 56, val_fraction: float = 0.2, seed: int = 0) -> dict:
     """Write ``root/{train,val}/<digit>/<index>.png`` (RGB, ``image_size`` square, bilinear upscaling).
 
     The split is stratified and fixed by ``seed``, so the held-out images never reach training.
-    Returns the number of images per split. The folder is written beside ``root`` and renamed into
-    place when complete, replacing what was there: ``root`` exists only whole.
+    Returns the number of images per split. Written by :func:`mmdynamixer.cli.write_folder_whole`: ``root`` exists
+    only whole, and an existing ``root`` is replaced only if it is empty or an earlier output of a tool
+    (:class:`~mmdynamixer.cli.FolderNotOursError` otherwise).
     """
+    with write_folder_whole(root) as folder:
+        return write_digits(folder, image_size, val_fraction, seed)
+
+
+def write_digits(root: Path, image_size: int, val_fraction: float, seed: int) -> dict:
+    """The images of :func:`write_digits_folder`, written into the existing folder ``root``."""
     from sklearn.datasets import load_digits
 
-    final = Path(root)
-    root = final.with_name(final.name + '.partial')
-    shutil.rmtree(root, ignore_errors=True)
     digits = load_digits()
     rng = np.random.default_rng(seed)
     counts = {'train': 0, 'val': 0}
@@ -35,8 +40,6 @@ def write_digits_folder(root: str, image_size: int = 56, val_fraction: float = 0
                 image = Image.fromarray(pixels, mode='L').resize((image_size, image_size), Image.BILINEAR)
                 image.convert('RGB').save(osp.join(folder, f'{index:04d}.png'))
             counts[split] += len(chosen)
-    shutil.rmtree(final, ignore_errors=True)
-    root.rename(final)
     return counts
 
 
@@ -46,7 +49,10 @@ def main():
     parser.add_argument('--image-size', type=int, default=56)
     parser.add_argument('--val-fraction', type=float, default=0.2)
     args = parser.parse_args()
-    counts = write_digits_folder(args.out, args.image_size, args.val_fraction)
+    try:
+        counts = write_digits_folder(args.out, args.image_size, args.val_fraction)
+    except FolderNotOursError as error:
+        parser.error(str(error))
     print(f'wrote {counts["train"]} training and {counts["val"]} held-out images under {args.out}')
 
 

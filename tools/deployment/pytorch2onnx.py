@@ -18,15 +18,18 @@ Without it the file accepts exactly ``--batch`` x 3 x ``--shape`` and onnxruntim
 
 The check runs the file in onnxruntime (CPU) and the eager model on the same random images at ``--shape`` and each
 ``--check-shapes`` size (default with ``--dynamic``: 224 x 224 and two odd sizes), prints the largest absolute and
-relative difference (relative to the largest eager output) per output, and fails (exit status 1, the file is
-removed) when a relative difference exceeds ``--rtol``. Without CHECKPOINT the weights are random: useful to try
-the export, not to deploy.
+relative difference (relative to the largest eager output) per output, and fails (exit status 1) when a relative
+difference exceeds ``--rtol``. The file is exported beside ``--out`` under a temporary name and renamed to ``--out``
+only when the check passes: a failed export or check leaves an existing ``--out`` as it was. Without CHECKPOINT the
+weights are random: useful to try the export, not to deploy.
 """
 import argparse
+import contextlib
 import os
 import os.path as osp
 import sys
 import time
+import uuid
 
 import torch
 from torch import nn
@@ -157,20 +160,30 @@ def main(argv=None):
     # prove e.g. ceil(width / 7) > 0.
     dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
     start = time.perf_counter()
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    torch.onnx.export(module, (example,), args.out, dynamo=True, dynamic_shapes=(dims,) if args.dynamic else None,
-                      input_names=['images'], output_names=names, opset_version=args.opset, verbose=False)
-    print(f'wrote {args.out} ({osp.getsize(args.out) / 2**20:.1f} MiB) in {time.perf_counter() - start:.0f} s; '
-          f'checking it against eager with onnxruntime:')
+    folder = osp.dirname(osp.abspath(args.out))
+    os.makedirs(folder, exist_ok=True)
+    # Renamed to --out once checked.
+    candidate = osp.join(folder, f'.{osp.basename(args.out)}.{uuid.uuid4().hex[:12]}.onnx')
+    try:
+        # external_data=False: the weights inside the file (they are far below ONNX's 2 GB limit), so that renaming
+        # it is the whole write; torch's default puts them in a second file named after this temporary one.
+        torch.onnx.export(module, (example,), candidate, dynamo=True, external_data=False,
+                          dynamic_shapes=(dims,) if args.dynamic else None, input_names=['images'],
+                          output_names=names, opset_version=args.opset, verbose=False)
+        print(f'exported {args.out} ({osp.getsize(candidate) / 2**20:.1f} MiB) in {time.perf_counter() - start:.0f} '
+              f's; checking it against eager with onnxruntime before writing it:')
 
-    sizes = [tuple(args.shape)] + [s for s in args.check_shapes if s != tuple(args.shape)]
-    batches = [args.batch] + ([args.batch + 1] if args.dynamic else [])
-    worst = max(check(args.out, module, names, sizes, batch, args.rtol) for batch in batches)
-    if worst > args.rtol:
-        os.remove(args.out)
-        print(f'FAILED: onnxruntime differs from eager by {worst:.2e} (relative) > --rtol {args.rtol:.0e}; '
-              f'{args.out} removed', file=sys.stderr)
-        sys.exit(1)
+        sizes = [tuple(args.shape)] + [s for s in args.check_shapes if s != tuple(args.shape)]
+        batches = [args.batch] + ([args.batch + 1] if args.dynamic else [])
+        worst = max(check(candidate, module, names, sizes, batch, args.rtol) for batch in batches)
+        if worst > args.rtol:
+            print(f'FAILED: onnxruntime differs from eager by {worst:.2e} (relative) > --rtol {args.rtol:.0e}; '
+                  f'{args.out} not written', file=sys.stderr)
+            sys.exit(1)
+        os.replace(candidate, args.out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(candidate)
     print(f'OK: {args.out} matches eager within {worst:.2e} (relative) at {len(sizes)} size(s) x batch '
           f'{"/".join(map(str, batches))}')
 
