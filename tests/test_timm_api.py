@@ -1,14 +1,13 @@
 """timm's model API on DynaMixer: features_only, forward_intermediates and pruning, the classifier's head and
 pooling, layer-wise lr decay groups, gradient checkpointing, torch.fx."""
 import pytest
+import timm  # part of the tested stack: a missing timm fails these tests, it does not skip them
 import torch
 
-timm = pytest.importorskip('timm')
-
-import mmdynamixer  # noqa: F401,E402  (registers the timm models)
-from mmdynamixer.integrations.timm import TimmDynaMixer  # noqa: E402
-from mmdynamixer.models import DynaMixerLayer  # noqa: E402
-from mmdynamixer.testing import TINY_ARCH, perturbed  # noqa: E402
+import mmdynamixer  # noqa: F401  (registers the timm models)
+from mmdynamixer.integrations.timm import TimmDynaMixer
+from mmdynamixer.models import DynaMixerLayer
+from mmdynamixer.testing import TINY_ARCH, perturbed
 
 
 def tiny(num_classes=10, **kwargs):

@@ -4,4 +4,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/tools/setup_env.sh"
 cd "$ROOT"
-exec "$ROOT/.venv/bin/python" -m pytest tests "$@"
+# -rs: every skipped test and its reason in the summary. Packages of the tested stack are imported, not skipped
+# for: a missing one fails its tests.
+exec "$ROOT/.venv/bin/python" -m pytest tests -rs "$@"
