@@ -54,5 +54,6 @@ param_scheduler = [
 ]
 # Checkpoints written atomically, the oldest removed only after the new one is complete.
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
-# Each process its own random numbers (DropPath masks, augmentation): mmengine adds the rank to the seed.
-randomness = dict(diff_rank_seed=True)
+# Each process its own random numbers (DropPath masks, augmentation): mmengine adds the rank to the seed
+# (seed=None: a random one from rank 0, as the toolboxes' runtimes; mmengine needs the key).
+randomness = dict(seed=None, diff_rank_seed=True)

@@ -127,9 +127,13 @@ def check_checkpoint_to_load(cfg: Mapping) -> None:
     path = cfg.get('load_from')
     if not path or '://' in str(path):
         return
-    source = f'resume=True, load_from={path!r} (--resume PATH)' if cfg.get('resume') else f'load_from={path!r}'
-    advice = ('Give a checkpoint file that training saved (iter_N.pth, epoch_N.pth), or --resume without a path to '
-              'resume from the newest intact one in the work dir.')
+    if cfg.get('resume'):
+        source = f'resume=True, load_from={path!r} (--resume PATH)'
+        advice = ('Give a checkpoint file that training saved (iter_N.pth, epoch_N.pth), or --resume without a path '
+                  'to resume from the newest intact one in the work dir.')
+    else:
+        source = f'load_from={path!r}'
+        advice = 'Give the path of an existing checkpoint file (relative paths start at the working directory).'
     if not osp.isfile(path):
         raise FileNotFoundError(f'{source}: the checkpoint {"is a folder" if osp.isdir(path) else "does not exist"}. '
                                 f'{advice}')
