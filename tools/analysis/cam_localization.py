@@ -44,9 +44,9 @@ def main():
     from mmpretrain import ImageClassificationInferencer
 
     from mmdynamixer.cli import check_inputs
+    from mmdynamixer.engine import mmengine_checkpoint_loading
 
     check_inputs(parser, config=args.config, checkpoint=args.checkpoint)
-    from mmdynamixer.engine import mmengine_checkpoint_loading
     with mmengine_checkpoint_loading():  # weights-only loading of an mmengine checkpoint
         inferencer = ImageClassificationInferencer(args.config, pretrained=args.checkpoint, device='cpu')
     resizing = [t['type'] for t in Config.fromfile(args.config).test_dataloader.dataset.pipeline

@@ -35,6 +35,7 @@ def main():
     from mmdet.apis import DetInferencer
 
     from mmdynamixer.engine import mmengine_checkpoint_loading
+
     with mmengine_checkpoint_loading():  # weights-only loading of an mmengine checkpoint
         inferencer = DetInferencer(args.config, args.checkpoint, device=args.device, show_progress=False)
     result = inferencer(args.image, return_vis=True, return_datasamples=True, pred_score_thr=args.score_thr)

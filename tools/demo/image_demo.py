@@ -34,10 +34,10 @@ def main():
     from mmpretrain.visualization import UniversalVisualizer
 
     from mmdynamixer.cli import check_inputs
+    from mmdynamixer.engine import mmengine_checkpoint_loading
 
     image = mmcv.bgr2rgb(check_inputs(parser, image=args.image, config=args.config, checkpoint=args.checkpoint))
 
-    from mmdynamixer.engine import mmengine_checkpoint_loading
     with mmengine_checkpoint_loading():  # weights-only loading of an mmengine checkpoint
         inferencer = ImageClassificationInferencer(args.config, pretrained=args.checkpoint, device=args.device)
     # The inferencer's own steps (its __call__ adds a progress bar that would run into the printed classes).

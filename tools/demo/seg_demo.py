@@ -37,6 +37,7 @@ def main():
     from mmseg.apis import MMSegInferencer
 
     from mmdynamixer.engine import mmengine_checkpoint_loading
+
     with mmengine_checkpoint_loading():  # weights-only loading of an mmengine checkpoint
         inferencer = MMSegInferencer(args.config, args.checkpoint, device=args.device)
     inferencer.show_progress = False  # its bar would run into the printed classes
