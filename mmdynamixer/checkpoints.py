@@ -6,7 +6,7 @@ import os
 import re
 import zipfile
 from collections import OrderedDict
-from typing import Mapping, Union
+from typing import Mapping, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,13 @@ def check_checkpoint_file(path: Union[str, os.PathLike]) -> None:
         raise ValueError(f'{path} ({os.path.getsize(path)} bytes, starting {head[:8]!r}) is not {EXPECTED_FILE}')
 
 
+def refused_global(error: BaseException) -> Optional[str]:
+    """The line of a weights-only ``torch.load`` error that names the global it refused (the file reads but holds
+    an object other than tensors and plain data), or None: the file itself could not be read (damaged)."""
+    refused = [line.strip() for line in str(error).splitlines() if 'Unsupported global' in line]
+    return refused[0] if refused else None
+
+
 def read_checkpoint(path: Union[str, os.PathLike]) -> dict:
     """Load a checkpoint file on the CPU, weights-only (the release's ``argparse.Namespace`` args allowed), after
     :func:`check_checkpoint_file`. Errors name the file and say what was expected."""
@@ -58,10 +65,10 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> dict:
             checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError... for a damaged file
         lines = str(error).strip().splitlines()
-        refused = [line for line in lines if 'Unsupported global' in line]
+        refused = refused_global(error)
         if refused:
             raise ValueError(f'{os.fspath(path)} holds objects other than tensors and plain data, which are not '
-                             f'unpickled for safety (a checkpoint needs none): {refused[0].strip()}') from error
+                             f'unpickled for safety (a checkpoint needs none): {refused}') from error
         raise ValueError(f'Cannot read {os.fspath(path)} (truncated or damaged?) as {EXPECTED_FILE}: '
                          f'{type(error).__name__}{": " + lines[0] if lines else ""}') from error
     if not isinstance(checkpoint, Mapping):

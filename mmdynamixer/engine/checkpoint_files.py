@@ -17,6 +17,7 @@ import torch
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.logging import print_log
 
+from ..checkpoints import refused_global
 from .serialization import mmengine_checkpoint_loading
 
 POINTER = 'last_checkpoint'
@@ -84,11 +85,11 @@ def why_not_resumable(path: str) -> Optional[str]:
         with mmengine_checkpoint_loading():
             checkpoint = torch.load(path, map_location='cpu', mmap=True, weights_only=True)
     except Exception as error:
-        lines = str(error).strip().splitlines()
-        refused = [line.strip() for line in lines if 'Unsupported global' in line]
+        refused = refused_global(error)
         if refused:
             raise CheckpointRefusedError(path, f'holds objects that weights-only loading refuses (only tensors, '
-                                               f'plain data and mmengine\'s types are read): {refused[0]}') from error
+                                               f'plain data and mmengine\'s types are read): {refused}') from error
+        lines = str(error).strip().splitlines()
         return f'unreadable ({type(error).__name__}: {lines[0] if lines else ""})'
     missing = [key for key in RESUME_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
