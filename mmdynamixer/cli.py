@@ -1,17 +1,114 @@
-"""What the command-line tools share: checks of their file arguments that stop with argparse's error, and the
-writing of an output folder that never deletes what another program wrote."""
+"""What the command-line tools share: one vocabulary of flags (``--arch``, ``--size H W``, ``--sizes HxW``,
+``--precision``, ``--device``, deprecated aliases), checks of their file arguments that stop with argparse's error,
+and the writing of an output folder that never deletes what another program wrote."""
 import argparse
 import contextlib
+import json
 import os.path as osp
 import shutil
 import uuid
+import warnings
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 # Written into every folder that write_folder_whole completes: only a folder holding it (or an empty one) is replaced.
 OUTPUT_MARKER = '.mmdynamixer-output'
+
+
+def default_device() -> str:
+    """``cuda`` when torch sees a GPU, else ``cpu``: every tool's ``--device`` default."""
+    import torch
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device``, defaulting to :func:`default_device`."""
+    parser.add_argument('--device', default=default_device(),
+                        help='device to run on, e.g. cpu, cuda or cuda:1 (default: cuda when available, else cpu)')
+
+
+def parse_arch(text: str) -> Union[str, dict]:
+    """An arch from the command line: one of ``arch_zoo``'s names (s, m, l) or a JSON object of an arch dict."""
+    from .models import arch_zoo, resolve_arch
+    if text.lstrip().startswith('{'):
+        try:
+            arch = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise argparse.ArgumentTypeError(f'arch {text!r} is not valid JSON: {error}') from None
+        try:
+            resolve_arch(arch)
+        except (KeyError, ValueError, TypeError) as error:
+            raise argparse.ArgumentTypeError(f'arch {text!r} is not a DynaMixer arch: {error}') from None
+        return arch
+    if text.lower() not in arch_zoo:
+        raise argparse.ArgumentTypeError(
+            f'unknown DynaMixer arch {text!r}; allowed: {", ".join(sorted(arch_zoo))} or a JSON arch dict')
+    return text.lower()
+
+
+def arch_label(arch: Union[str, dict]) -> str:
+    """Short name of an arch for tables: 'S', 'M', 'L' or 'custom'."""
+    return arch.upper() if isinstance(arch, str) else 'custom'
+
+
+def add_arch_argument(parser: argparse.ArgumentParser, default: Sequence[str] = ('s',)) -> None:
+    """``--arch``: one or more of s, m, l or JSON arch dicts (a list, even when one is given)."""
+    parser.add_argument('--arch', nargs='+', type=parse_arch, default=[parse_arch(a) for a in default],
+                        metavar='ARCH', help=f's, m, l or a JSON arch dict, one or more (default: {" ".join(default)})')
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """``HxW`` (height first) as ``(H, W)``, both positive."""
+    parts = text.lower().split('x')
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f'size {text!r} is not HEIGHTxWIDTH with positive integers, e.g. 800x1333')
+    return int(parts[0]), int(parts[1])
+
+
+class _SizeAction(argparse.Action):
+    """Stores ``--size H W`` (or ``--size N``, a square) as ``(H, W)``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if len(values) not in (1, 2) or min(values) <= 0:
+            parser.error(f'{option_string} takes HEIGHT WIDTH (or one SIDE for a square) as positive integers, '
+                         f'got {" ".join(map(str, values))}')
+        setattr(namespace, self.dest, (values[0], values[-1]))
+
+
+def add_size_argument(parser: argparse.ArgumentParser, default: Tuple[int, int] = (224, 224), help: str = 'input size') -> None:
+    """``--size H W`` (height first; one value for a square), stored as ``(H, W)``."""
+    parser.add_argument('--size', nargs='+', type=int, action=_SizeAction, default=tuple(default),
+                        metavar='PIXELS', help=f'{help}: HEIGHT WIDTH, or SIDE for a square '
+                                               f'(default: {default[0]} {default[1]})')
+
+
+def add_sizes_argument(parser: argparse.ArgumentParser, default: Sequence[str], help: str = 'input sizes') -> None:
+    """``--sizes HxW ...`` (height first), stored as a list of ``(H, W)``."""
+    parser.add_argument('--sizes', nargs='+', type=parse_size, default=[parse_size(s) for s in default],
+                        metavar='HxW', help=f'{help}, HEIGHTxWIDTH each (default: {" ".join(default)})')
+
+
+def add_precision_argument(parser: argparse.ArgumentParser, choices: Sequence[str],
+                           default: Sequence[str] = ('fp32',)) -> None:
+    """``--precision``: one or more of ``choices`` (a list, even when one is given)."""
+    parser.add_argument('--precision', nargs='+', choices=list(choices), default=list(default),
+                        help=f'one or more of {", ".join(choices)} (default: {" ".join(default)})')
+
+
+def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, dest: str, **kwargs) -> None:
+    """Accept the old flag ``old`` for one release: it stores into ``dest`` as ``new`` does and warns
+    (FutureWarning, shown by default) that it will go. ``kwargs`` are ``add_argument``'s (``nargs``, ``type``)."""
+
+    class DeprecatedAlias(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            warnings.warn(f'{old} is deprecated and will be removed in the next release; use {new}', FutureWarning,
+                          stacklevel=2)
+            setattr(namespace, dest, values)
+
+    parser.add_argument(old, dest=dest, action=DeprecatedAlias, help=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                        **kwargs)
 
 
 class FolderNotOursError(FileExistsError):
