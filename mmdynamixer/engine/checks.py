@@ -10,7 +10,7 @@ import os
 import os.path as osp
 from typing import Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from ..models.dynamixer import DynaMixerNet, resolve_arch, stage_strides
+from ..models.dynamixer import DynaMixerNet, resolve_arch, resolve_out_indices, stage_strides
 from .checkpoint_files import why_not_resumable
 
 __all__ = ['backbone_out_channels', 'backbone_out_strides', 'check_checkpoint_to_load', 'check_config',
@@ -30,7 +30,7 @@ def is_dynamixer_backbone(backbone_cfg: Optional[Mapping]) -> bool:
 def _arch_and_indices(backbone_cfg: Mapping) -> Tuple[dict, Tuple[int, ...]]:
     arch = resolve_arch(backbone_cfg.get('arch', 's'))
     # The backbone's defaults (mmdynamixer.integrations.mmpretrain.DynaMixer): arch 's', out_indices -1.
-    indices = DynaMixerNet._resolve_out_indices(backbone_cfg.get('out_indices', -1), len(arch['layers']))
+    indices = resolve_out_indices(backbone_cfg.get('out_indices', -1), len(arch['layers']))
     return arch, indices
 
 

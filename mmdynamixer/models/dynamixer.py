@@ -119,6 +119,16 @@ def _stage_numbers(indices: Sequence[int], num_stages: int, name: str, stages: s
 
 
 @torch.fx.wrap  # a call in torch.fx graphs, so the checks run on the real input
+def resolve_out_indices(out_indices: Union[int, Sequence[int]], num_stages: int) -> Tuple[int, ...]:
+    """The stages whose outputs a backbone returns, as sorted non-negative indices: ``out_indices`` as configs
+    write it (an int or a sequence, negative counting from the last of ``num_stages``). Raises ``ValueError``
+    naming any index out of range."""
+    if isinstance(out_indices, numbers.Integral):
+        out_indices = (out_indices,)
+    resolved = _stage_numbers(out_indices, num_stages, 'out_indices', f'DynaMixer has {num_stages} stages')
+    return tuple(sorted(set(resolved)))
+
+
 def _check_images(x: torch.Tensor, in_chans: int) -> torch.Tensor:
     if x.dim() != 4:
         raise ValueError(f'DynaMixer expects images as a 4-D (N, C, H, W) tensor, got shape {tuple(x.shape)}')
@@ -160,7 +170,7 @@ class DynaMixerNet(nn.Module):
         self.arch = resolve_arch(arch)
         num_stages = len(self.arch['layers'])
         self.in_chans = in_chans
-        self.out_indices = self._resolve_out_indices(out_indices, num_stages)
+        self.out_indices = resolve_out_indices(out_indices, num_stages)
         last_stage = self.out_indices[-1]
         if num_classes > 0 and not (final_norm and last_stage == num_stages - 1):
             raise ValueError(f'A head (num_classes={num_classes}) reads the final norm of the last stage: it needs '
@@ -197,13 +207,6 @@ class DynaMixerNet(nn.Module):
             self.add_module(self._output_norm_name(i), nn.LayerNorm(dims[i]))
         self.reset_classifier(num_classes, global_pool)
         self.apply(self._init_weights)
-
-    @staticmethod
-    def _resolve_out_indices(out_indices: Sequence[int], num_stages: int) -> Tuple[int, ...]:
-        if isinstance(out_indices, numbers.Integral):
-            out_indices = (out_indices,)
-        resolved = _stage_numbers(out_indices, num_stages, 'out_indices', f'DynaMixer has {num_stages} stages')
-        return tuple(sorted(set(resolved)))
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
