@@ -34,7 +34,8 @@ setup(
         # tools/demo (scikit-learn ships the digits) and tools/visualization/vis_cam.py (pytorch-grad-cam 1.5's API;
         # from 1.5.7 it requires opencv-python-headless, whose cv2 would replace opencv-python's).
         'demo': ['scikit-learn>=1.3', 'grad-cam>=1.5,<1.5.7'],
-        'tests': ['pytest>=7', 'hypothesis>=6.100'],
+        # openmim: the tests run `mim train` as OpenMMLab users do.
+        'tests': ['pytest>=7', 'hypothesis>=6.100', 'openmim>=0.3.9'],
         # tools/deployment/pytorch2onnx.py: torch's dynamo ONNX exporter and the onnxruntime check.
         'deploy': ['onnx>=1.18', 'onnxscript>=0.5', 'onnxruntime>=1.20'],
     },

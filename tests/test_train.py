@@ -231,6 +231,25 @@ def test_mmpretrain_dist_train_on_digits_resumes_past_truncated_checkpoint(digit
     assert _load(newest)['meta']['iter'] == 12
 
 
+def test_mim_train_runs_the_digits_config_through_mmpretrains_tool(digits, repo):
+    """`mim train mmpretrain CONFIG --gpus 2 --launcher pytorch`, as an OpenMMLab user starts a run: mim finds the
+    train.py mmpretrain's wheel ships and launches 2 processes (CPU here) that train and validate."""
+    cwd = digits.parents[1]
+    work = cwd / 'mim_work'
+    cmd = ['mim', 'train', 'mmpretrain', str(repo / 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py'), '--gpus', '2',
+           '--launcher', 'pytorch', '--port', '29641', '--work-dir', str(work),
+           '--cfg-options', 'train_cfg.max_epochs=1', 'train_dataloader.dataset.indices=256',
+           'val_dataloader.dataset.indices=64', 'default_hooks.logger.interval=1']
+    run = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=600)
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-5000:]
+    assert re.search(r'Training command is .*mmpretrain/\.mim/tools/train\.py', log), log[-3000:]
+    assert re.search(r'Distributed training: True\s+GPU number: 2', log), log[-3000:]
+    # 256 images on 2 processes of 64: 2 iterations, then the validation of the epoch.
+    assert re.search(r'Epoch\(train\)\s+\[1\]\[2/2\]', log) and re.search(r'Epoch\(val\) \[1\]\[1/1\]\s+accuracy/top1', log)
+    assert (work / 'epoch_1.pth').is_file()
+
+
 def test_two_nodes_of_one_process_train_as_one_job(digits, repo):
     """NNODES=2 NODE_RANK=0|1 MASTER_ADDR=127.0.0.1 tools/dist_train.sh CONFIG 1, started twice."""
     cwd = digits.parents[1]
