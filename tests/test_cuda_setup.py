@@ -1,155 +1,364 @@
-"""tools/cuda_setup.py: which mmcv build set-up makes (CPU, or CUDA ops with which toolkit and archs), without a GPU."""
-import importlib.util
+"""tools/setup_env.sh and tools/cuda_setup.py run for real on a faked host: which mmcv build set-up makes (CPU ops,
+or CUDA ops with which toolkit and archs), with which flags, when it reuses the cached wheel, and what it refuses.
+
+The host is faked at its boundary, under tmp_path: ``nvidia-smi`` and the system CUDA home, CUDA toolkits (an
+``nvcc`` script beside ``include/cuda_runtime.h``), the environment, and a ``python3`` whose venvs are real but send
+``-m pip`` to a fake pip. That pip logs each call with the build environment and leaves behind what the real one
+would: a downloaded mmcv sdist, a built wheel (with ops only when they would be compiled), installed packages (a
+fake torch whose version, CUDA and toolkit pin each test chooses, the registry's toolkit tree, stubs of the
+toolboxes). The real .venv and ~/.cache are never touched.
+"""
+import json
 import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO
 
-spec = importlib.util.spec_from_file_location('cuda_setup', REPO / 'tools/cuda_setup.py')
-cuda_setup = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(cuda_setup)
+MMCV = re.search(r'^mmcv==(\S+)$', (REPO / 'requirements/constraints.txt').read_text(), re.M).group(1)
+PY_TAG = f'cp{sys.version_info.major}{sys.version_info.minor}'
+SITE = Path('lib', f'python{sys.version_info.major}.{sys.version_info.minor}', 'site-packages')
 
-VENV_HOME = '/venv/lib/python3.11/site-packages/nvidia/cu13'
+FAKE_PIP = r'''
+"""pip as setup_env.sh calls it: logs the call to $FAKE_LOG and leaves behind what the real command would."""
+import json, os, re, shutil, sys, sysconfig, tarfile, zipfile
+from pathlib import Path
 
-
-def facts(gpu_caps=(), env=None, nvcc=None, torch_cuda='13.0', toolkit_pin='13.0.3'):
-    return cuda_setup.HostFacts(
-        torch_version='2.14.1+cu130' if torch_cuda else '2.14.1+cpu', torch_cuda=torch_cuda,
-        gpu_caps=None if gpu_caps is None else list(gpu_caps), env=env or {},
-        nvcc={'/usr/local/cuda': None, VENV_HOME: None} if nvcc is None else nvcc,
-        venv_cuda_home=VENV_HOME if torch_cuda else None, toolkit_pin=toolkit_pin)
-
-
-def test_no_gpu_and_no_request_builds_cpu_ops():
-    plan = cuda_setup.decide(facts(env={'TORCH_CUDA_ARCH_LIST': '9.0'}))
-    assert (plan.device_tag, plan.cuda, plan.toolkit, plan.arch_list) == ('cpu', False, None, None)
-
-
-def test_gpu_without_nvcc_installs_the_toolkit_torch_pins_for_the_gpus_archs():
-    plan = cuda_setup.decide(facts(gpu_caps=['9.0', '9.0', '8.0']))
-    assert plan.toolkit == 'cuda-toolkit[nvcc,cccl]==13.0.3'
-    assert plan.cuda_home == VENV_HOME
-    assert plan.arch_list == '8.0;9.0'
-    assert plan.device_tag == 'cuda13.0-sm80_sm90'
-
-
-def test_request_without_gpu_uses_the_default_archs():
-    plan = cuda_setup.decide(facts(env={'MMDYNAMIXER_CUDA_OPS': '1'}))
-    assert plan.arch_list == '8.0;9.0;10.0'
-    assert plan.device_tag == 'cuda13.0-sm80_sm90_sm100'
-    assert plan.toolkit == 'cuda-toolkit[nvcc,cccl]==13.0.3'
-
-
-def test_user_arch_list_wins_and_is_normalised_for_the_cache_name():
-    plan = cuda_setup.decide(facts(gpu_caps=['8.0'], env={'TORCH_CUDA_ARCH_LIST': '10.0a 9.0+PTX;9.0+PTX'}))
-    assert plan.arch_list == '9.0+PTX;10.0a'
-    assert plan.device_tag == 'cuda13.0-sm90+ptx_sm100a'
-
-
-def test_cpu_ops_on_request_even_with_a_gpu():
-    assert cuda_setup.decide(facts(gpu_caps=['9.0'], env={'MMDYNAMIXER_CUDA_OPS': '0'})).device_tag == 'cpu'
-
-
-def test_matching_system_nvcc_is_used_and_nothing_installed():
-    nvcc = {'/usr/bin/..': '12.4', '/usr/local/cuda': '13.1', VENV_HOME: None}
-    plan = cuda_setup.decide(facts(gpu_caps=['9.0'], nvcc=nvcc))
-    assert (plan.cuda_home, plan.toolkit, plan.device_tag) == ('/usr/local/cuda', None, 'cuda13.1-sm90')
-
-
-def test_nvcc_of_another_major_on_path_is_passed_over_for_the_registry_toolkit():
-    plan = cuda_setup.decide(facts(gpu_caps=['9.0'], nvcc={'/usr': '12.8', '/usr/local/cuda': None, VENV_HOME: None}))
-    assert plan.toolkit == 'cuda-toolkit[nvcc,cccl]==13.0.3'
-    assert '12.8 at /usr' in plan.reason
+args = sys.argv[1:]
+positional, options = [], {}
+pending = None
+for arg in args:
+    if pending:
+        options[pending], pending = arg, None
+    elif arg in ('-c', '-d', '-w', '--no-binary'):
+        pending = arg
+    elif not arg.startswith('-'):
+        positional.append(arg)
+command, targets = positional[0], positional[1:]
+site = Path(sysconfig.get_paths()['purelib'])
+record = dict(command=command, args=args, path0=os.environ['PATH'].split(':')[0],
+              env={name: os.environ.get(name) for name in
+                   ('MMCV_WITH_OPS', 'MAX_JOBS', 'FORCE_CUDA', 'CUDA_HOME', 'TORCH_CUDA_ARCH_LIST')})
+if command == 'download':  # mmcv's sdist, whose setup.py hard-codes C++17 as mmcv 2.1.0's does
+    name = targets[0].replace('==', '-')
+    source = Path(options['-d'], 'unpacked', name)
+    source.mkdir(parents=True)
+    (source / 'setup.py').write_text("extra_compile_args = {'cxx': ['-std=c++17'], 'nvcc': ['-std=c++17']}\n")
+    with tarfile.open(Path(options['-d'], name + '.tar.gz'), 'w:gz') as sdist:
+        sdist.add(source, arcname=name)
+elif command == 'wheel':  # the ops are compiled only when asked for and the build can see torch
+    source = Path(targets[0])
+    record['setup_py'] = (source / 'setup.py').read_text()
+    Path(options['-w']).mkdir(parents=True)
+    name, version = source.name.split('-')
+    with zipfile.ZipFile(Path(options['-w'], f'{source.name}-{os.environ["PY_TAG"]}-linux_x86_64.whl'), 'w') as wheel:
+        wheel.writestr('mmcv/__init__.py', f'__version__ = {version!r}\n')
+        if os.environ.get('MMCV_WITH_OPS') == '1' and '--no-build-isolation' in args:
+            wheel.writestr('mmcv/ops.py', 'def nms(boxes, scores, iou_threshold):\n    return boxes\n')
+elif command == 'install':
+    for target in targets:
+        if target.endswith('.whl'):
+            zipfile.ZipFile(target).extractall(site)
+            continue
+        project = Path(re.sub(r'\[.*\]$', '', target)).is_dir()
+        package = Path(os.environ['FAKE_PACKAGES'], 'project' if project else re.split(r'[\[=<>;]', target)[0])
+        if package.is_dir():
+            shutil.copytree(package, site, dirs_exist_ok=True)
+with open(os.environ['FAKE_LOG'], 'a') as log:
+    log.write(json.dumps(record) + '\n')
+'''
 
 
-def test_toolkit_installed_by_an_earlier_run_is_reused():
-    plan = cuda_setup.decide(facts(gpu_caps=['9.0'], nvcc={'/usr/local/cuda': None, VENV_HOME: '13.0'}))
-    assert (plan.cuda_home, plan.toolkit) == (VENV_HOME, None)
+def executable(path: Path, script: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\n{script}\n')
+    path.chmod(0o755)
 
 
-def test_without_a_pin_the_toolkit_follows_torchs_cuda_minor():
-    plan = cuda_setup.decide(facts(gpu_caps=['9.0'], toolkit_pin=None))
-    assert plan.toolkit == 'cuda-toolkit[nvcc,cccl]==13.0.*'
-
-
-@pytest.mark.parametrize('case, message', [
-    (dict(gpu_caps=['9.0'], env={'CUDA_HOME': '/opt/cuda-12.4'}, nvcc={'/opt/cuda-12.4': '12.4'}),
-     'CUDA_HOME=/opt/cuda-12.4 has nvcc 12.4; torch 2.14.1+cu130 needs nvcc of CUDA 13'),
-    (dict(gpu_caps=['9.0'], env={'CUDA_HOME': '/nowhere'}, nvcc={'/nowhere': None}), 'CUDA_HOME=/nowhere has no nvcc'),
-    (dict(gpu_caps=['7.0']), 'arch 7.0 (sm_70) cannot be built by CUDA 13'),
-    (dict(env={'MMDYNAMIXER_CUDA_OPS': '1', 'TORCH_CUDA_ARCH_LIST': '7.0;8.0'}),
-     "TORCH_CUDA_ARCH_LIST='7.0;8.0': arch 7.0 (sm_70) cannot be built by CUDA 13"),
-    (dict(env={'MMDYNAMIXER_CUDA_OPS': '1', 'TORCH_CUDA_ARCH_LIST': 'Hopper'}), "arch 'Hopper' is not a compute"),
-    (dict(env={'MMDYNAMIXER_CUDA_OPS': 'yes'}), "MMDYNAMIXER_CUDA_OPS='yes'; allowed: 1"),
-    (dict(gpu_caps=['9.0'], torch_cuda=None), 'torch 2.14.1+cpu is a CPU-only build'),
-    (dict(gpu_caps=None), 'does not report its compute capability'),
-    (dict(gpu_caps=['9.0'], env={'MMCV_CUDA_ARGS': '-gencode=arch=compute_90,code=sm_90'}),
-     'makes torch ignore TORCH_CUDA_ARCH_LIST'),
-    (dict(gpu_caps=['8.0'], torch_cuda='12.8', nvcc={'/usr/local/cuda': '11.8'}),
-     "needs nvcc of CUDA 12 (found: 11.8 at /usr/local/cuda); the registry's CUDA 12 wheels do not form a CUDA_HOME"),
-])
-def test_refusals_name_the_value_and_the_way_out(case, message):
-    with pytest.raises(ValueError) as error:
-        cuda_setup.decide(facts(**case))
-    assert message in str(error.value)
-
-
-def test_link_cudart_links_the_versioned_runtime_once(tmp_path):
-    lib = tmp_path / 'lib'
-    lib.mkdir()
-    (lib / 'libcudart.so.13').write_bytes(b'')
-    link = cuda_setup.link_cudart(tmp_path)
-    assert link == lib / 'libcudart.so' and os.readlink(link) == 'libcudart.so.13'
-    assert cuda_setup.link_cudart(tmp_path) is None
-    with pytest.raises(FileNotFoundError, match='has no libcudart.so'):
-        cuda_setup.link_cudart(tmp_path / 'empty')
-
-
-def _fake_tool(folder: Path, name: str, script: str) -> None:
-    tool = folder / name
-    tool.write_text(f'#!/bin/sh\n{script}\n')
-    tool.chmod(0o755)
-
-
-def test_a_home_counts_only_with_nvcc_and_the_cuda_headers(tmp_path):
-    """A wrapper script such as /usr/local/bin/nvcc makes /usr/local look like a CUDA_HOME; it is none."""
-    (tmp_path / 'bin').mkdir()
-    _fake_tool(tmp_path / 'bin', 'nvcc', 'echo "Cuda compilation tools, release 12.8, V12.8.93"')
-    assert cuda_setup.toolkit_version(tmp_path) is None
-    (tmp_path / 'include').mkdir()
-    (tmp_path / 'include/cuda_runtime.h').write_text('')
-    assert cuda_setup.toolkit_version(tmp_path) == '12.8'
-    assert cuda_setup.toolkit_version(tmp_path / 'nowhere') is None
-
-
-def test_plan_cli_reads_nvidia_smi_and_nvcc_from_the_host(tmp_path):
-    """The shell assignments setup_env.sh evals, from a fake driver (two H100s) and a CUDA_HOME with nvcc 13.0."""
-    bin_dir, home = tmp_path / 'bin', tmp_path / 'cuda'
-    bin_dir.mkdir()
-    (home / 'bin').mkdir(parents=True)
+def cuda_toolkit(home: Path, release: str) -> Path:
+    """A CUDA home as cuda_setup.py recognises one: ``bin/nvcc`` reporting ``release``, the runtime header, and the
+    versioned runtime library only, as the registry's wheels ship it."""
+    executable(home / 'bin/nvcc', f'echo "Cuda compilation tools, release {release}, V{release}.88"')
     (home / 'include').mkdir()
     (home / 'include/cuda_runtime.h').write_text('')
-    # nvidia-smi -L and the compute_cap query print different things: dispatch on the arguments.
-    _fake_tool(bin_dir, 'nvidia-smi', 'if [ "$1" = -L ]; then echo "GPU 0: NVIDIA H100 (UUID: x)"; '
-                                      'echo "GPU 1: NVIDIA H100 (UUID: y)"; else printf "9.0\\n9.0\\n"; fi')
-    _fake_tool(home / 'bin', 'nvcc', 'echo "Cuda compilation tools, release 13.0, V13.0.88"')
-    env = dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}', CUDA_HOME=str(home))
-    env.pop('TORCH_CUDA_ARCH_LIST', None)
-    env.pop('MMDYNAMIXER_CUDA_OPS', None)
-    script = f'eval "$("{sys.executable}" tools/cuda_setup.py plan)" && echo "$device_tag|$cuda_home|$cuda_toolkit"'
-    out = subprocess.run(['bash', '-c', script], cwd=REPO, env=env, capture_output=True, text=True)
+    (home / 'lib').mkdir()
+    (home / 'lib' / f'libcudart.so.{release.split(".")[0]}').write_text('')
+    return home
+
+
+class FakeHost:
+    """A machine under ``root`` with no GPU, no system CUDA and pip installing torch 2.14.1+cu130 (pinning
+    cuda-toolkit 13.0.3); :meth:`gpus` and :meth:`torch` change it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.bin = root / 'bin'
+        self.packages = root / 'packages'
+        self.log = root / 'pip.log'
+        self.venv = root / 'venv'
+        self.cache = root / 'cache'
+        (root / 'tmp').mkdir()
+        (root / 'home').mkdir()
+        (root / 'fake_pip.py').write_text(FAKE_PIP)
+        # python3: real venvs (without pip) whose python runs "-m pip" as the fake pip.
+        wrapper = f'''#!/bin/sh
+if [ "$1" = -m ] && [ "$2" = pip ]; then shift 2; exec "$(dirname "$0")/python3" {root / "fake_pip.py"} "$@"; fi
+exec "$(dirname "$0")/python3" "$@"'''
+        executable(self.bin / 'python3', f'''if [ "$1" = -m ] && [ "$2" = venv ]; then
+  {sys.executable} -m venv --without-pip "$3" || exit
+  rm -f "$3/bin/python"
+  cat > "$3/bin/python" <<'EOF'
+{wrapper}
+EOF
+  chmod +x "$3/bin/python"
+  exit 0
+fi
+exec {sys.executable} "$@"''')
+        self.gpus()
+        self.torch('2.14.1+cu130', cuda='13.0', toolkit_pin='13.0.3')
+        cuda_toolkit(self.packages / 'cuda-toolkit/nvidia/cu13', '13.0')
+        for module in ('mmpretrain/models', 'mmdet/models', 'mmseg/models', 'timm/__init__', 'mmdynamixer/__init__'):
+            path = self.packages / 'project' / f'{module}.py'
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text('')
+            (path.parent / '__init__.py').write_text('')
+
+    def gpus(self, *caps: str, caps_readable: bool = True) -> None:
+        """``nvidia-smi`` listing one GPU per compute capability (none: "No devices were found", as with a driver
+        but no GPU); ``caps_readable=False``: a driver too old to report compute capabilities."""
+        listing = ''.join(f'echo "GPU {i}: NVIDIA GPU (UUID: GPU-{i})"; ' for i in range(len(caps)))
+        listing = listing or 'echo "No devices were found"; exit 6; '
+        query = ('printf "' + ''.join(f'{cap}\\n' for cap in caps) + '"' if caps_readable
+                 else 'echo "Field \\"compute_cap\\" is not a valid field to query."; exit 2')
+        executable(self.bin / 'nvidia-smi', f'if [ "$1" = -L ]; then {listing}else {query}; fi')
+
+    def torch(self, version: str, cuda, toolkit_pin) -> None:
+        """The torch pip installs: ``torch.__version__``, ``torch.version.cuda`` and the cuda-toolkit its
+        metadata requires (None: none)."""
+        tree = self.packages / 'torch'
+        shutil.rmtree(tree, ignore_errors=True)
+        (tree / 'torch').mkdir(parents=True)
+        (tree / 'torch/__init__.py').write_text(
+            f'__version__ = {version!r}\n\n\nclass version:\n    cuda = {cuda!r}\n\n\n'
+            f'class cuda:\n    is_available = staticmethod(lambda: False)\n\n\ndef tensor(data):\n    return data\n')
+        requires = (f'Requires-Dist: cuda-toolkit[cublas,cudart]=={toolkit_pin}; platform_system == "Linux"\n'
+                    if toolkit_pin else '')
+        dist = tree / f'torch-{version.split("+")[0]}.dist-info'
+        dist.mkdir()
+        (dist / 'METADATA').write_text(f'Metadata-Version: 2.1\nName: torch\nVersion: {version}\n{requires}')
+
+    def env(self, **settings: str) -> dict:
+        env = dict(PATH=f'{self.bin}:/usr/bin:/bin', HOME=str(self.root / 'home'), TMPDIR=str(self.root / 'tmp'),
+                   LANG='C.UTF-8', PYTHON=str(self.bin / 'python3'), PY_TAG=f'{PY_TAG}-{PY_TAG}',
+                   MMDYNAMIXER_VENV=str(self.venv), MMDYNAMIXER_CACHE=str(self.cache),
+                   MMDYNAMIXER_SYSTEM_CUDA_HOME=str(self.root / 'no-system-cuda'),
+                   FAKE_LOG=str(self.log), FAKE_PACKAGES=str(self.packages))
+        env.update(settings)
+        return env
+
+    def setup(self, **settings: str) -> subprocess.CompletedProcess:
+        """``bash tools/setup_env.sh`` on this host."""
+        return subprocess.run(['bash', str(REPO / 'tools/setup_env.sh')], env=self.env(**settings), cwd=self.root,
+                              capture_output=True, text=True, timeout=120)
+
+    def cuda_setup(self, *args: str, **settings: str) -> subprocess.CompletedProcess:
+        """``python tools/cuda_setup.py ARGS`` in a fresh venv of this host with its torch importable."""
+        venv = self.root / 'plan-venv'
+        if not venv.exists():
+            subprocess.run([str(self.bin / 'python3'), '-m', 'venv', str(venv)], check=True)
+        return subprocess.run([str(venv / 'bin/python'), str(REPO / 'tools/cuda_setup.py'), *args],
+                              env=self.env(PYTHONPATH=str(self.packages / 'torch'), **settings), cwd=self.root,
+                              capture_output=True, text=True, timeout=60)
+
+    def plan(self, **settings: str) -> dict:
+        out = self.cuda_setup('plan', **settings)
+        assert out.returncode == 0, out.stderr
+        return dict(shlex.split(line)[0].split('=', 1) for line in out.stdout.splitlines())
+
+    def pip_calls(self) -> list:
+        return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
+
+
+@pytest.fixture
+def host(tmp_path) -> FakeHost:
+    return FakeHost(tmp_path)
+
+
+def only(calls, command):
+    (call,) = [call for call in calls if call['command'] == command]
+    return call
+
+
+def installed(calls):
+    return [target for call in calls if call['command'] == 'install' for target in call['args']]
+
+
+def test_no_gpu_builds_cpu_ops_once_then_reuses_the_venv_and_the_cached_wheel(host):
+    out = host.setup()
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == f'cuda13.0-sm90|{home}|'
+    assert 'mmcv ops: no GPU visible and MMDYNAMIXER_CUDA_OPS unset: CPU-only ops' in out.stdout
+    calls = host.pip_calls()
+    assert not [target for target in installed(calls) if target.startswith('cuda-toolkit')]
+    build = only(calls, 'wheel')
+    assert build['env']['MMCV_WITH_OPS'] == '1' and build['env']['FORCE_CUDA'] is None
+    assert build['env']['CUDA_HOME'] is None and build['env']['TORCH_CUDA_ARCH_LIST'] is None
+    assert '--no-build-isolation' in build['args']
+    assert '-std=c++20' in build['setup_py'] and 'c++17' not in build['setup_py']
+    assert f'mmcv=={MMCV}' in only(calls, 'download')['args']
+    wheel = host.cache / 'wheels' / f'mmcv-{MMCV}-{PY_TAG}-torch2.14.1+cu130-cpu' / \
+        f'mmcv-{MMCV}-{PY_TAG}-{PY_TAG}-linux_x86_64.whl'
+    assert wheel.is_file()
+    assert [call['args'] for call in calls if str(wheel) in call['args']] == [
+        ['--disable-pip-version-check', 'install', '-q', '-c', str(REPO / 'requirements/constraints.txt'), '--no-deps',
+         '--force-reinstall', str(wheel)]]
+    assert f'stack ok: torch 2.14.1+cu130 mmcv {MMCV}' in out.stdout
+    assert (host.venv / '.mmdynamixer-env').is_file()
+
+    again = host.setup()
+    assert again.returncode == 0 and again.stdout == '' and host.pip_calls() == calls
+
+    host.log.unlink()
+    fresh = host.setup(MMDYNAMIXER_VENV=str(host.root / 'venv2'))
+    assert fresh.returncode == 0, fresh.stderr
+    commands = [call['command'] for call in host.pip_calls()]
+    assert 'download' not in commands and 'wheel' not in commands
+    assert str(wheel) in installed(host.pip_calls())
 
 
-def test_a_refused_plan_stops_set_up_before_anything_is_built(tmp_path):
-    """setup_env.sh assigns the plan under ``set -e``: a refusal ends the script with the reason."""
-    env = dict(os.environ, MMDYNAMIXER_CUDA_OPS='yes')
-    script = f'set -e; cuda_plan="$("{sys.executable}" tools/cuda_setup.py plan)"; echo built'
-    out = subprocess.run(['bash', '-c', script], cwd=REPO, env=env, capture_output=True, text=True)
-    assert out.returncode == 1 and 'built' not in out.stdout
-    assert "cuda_setup: MMDYNAMIXER_CUDA_OPS='yes'; allowed: 1" in out.stderr
+def test_gpu_without_nvcc_installs_the_pinned_toolkit_and_builds_for_the_gpus_archs(host):
+    host.gpus('9.0', '9.0')
+    out = host.setup()
+    assert out.returncode == 0, out.stderr
+    calls = host.pip_calls()
+    cuda_home = host.venv / SITE / 'nvidia/cu13'
+    toolkit = [i for i, call in enumerate(calls) if 'cuda-toolkit[nvcc,cccl]==13.0.3' in call['args']]
+    build = only(calls, 'wheel')
+    assert toolkit and toolkit[0] < calls.index(build)
+    assert build['env'] == dict(MMCV_WITH_OPS='1', MAX_JOBS=build['env']['MAX_JOBS'], FORCE_CUDA='1',
+                                CUDA_HOME=str(cuda_home), TORCH_CUDA_ARCH_LIST='9.0')
+    assert build['path0'] == str(cuda_home / 'bin')
+    assert os.readlink(cuda_home / 'lib/libcudart.so') == 'libcudart.so.13'
+    assert (host.cache / 'wheels' / f'mmcv-{MMCV}-{PY_TAG}-torch2.14.1+cu130-cuda13.0-sm90').is_dir()
+
+
+def test_gpu_less_build_host_uses_the_users_toolkit_and_archs(host):
+    home = cuda_toolkit(host.root / 'cuda-13.1', '13.1')
+    out = host.setup(MMDYNAMIXER_CUDA_OPS='1', CUDA_HOME=str(home), TORCH_CUDA_ARCH_LIST='10.0 9.0+PTX;9.0+PTX')
+    assert out.returncode == 0, out.stderr
+    calls = host.pip_calls()
+    assert not [target for target in installed(calls) if target.startswith('cuda-toolkit')]
+    build = only(calls, 'wheel')
+    assert (build['env']['FORCE_CUDA'], build['env']['CUDA_HOME']) == ('1', str(home))
+    assert build['env']['TORCH_CUDA_ARCH_LIST'] == '9.0+PTX;10.0'
+    assert (host.cache / 'wheels' / f'mmcv-{MMCV}-{PY_TAG}-torch2.14.1+cu130-cuda13.1-sm90+ptx_sm100').is_dir()
+
+
+def test_a_cached_wheel_without_ops_fails_set_up(host):
+    """The last check imports mmcv.ops: a wheel built without them (an isolated build) stops set-up there."""
+    wheels = host.cache / 'wheels' / f'mmcv-{MMCV}-{PY_TAG}-torch2.14.1+cu130-cpu'
+    wheels.mkdir(parents=True)
+    with zipfile.ZipFile(wheels / f'mmcv-{MMCV}-{PY_TAG}-{PY_TAG}-linux_x86_64.whl', 'w') as wheel:
+        wheel.writestr('mmcv/__init__.py', f'__version__ = {MMCV!r}\n')
+    out = host.setup()
+    assert out.returncode != 0
+    assert "No module named 'mmcv.ops'" in out.stderr
+    assert 'wheel' not in [call['command'] for call in host.pip_calls()]
+    assert not (host.venv / '.mmdynamixer-env').exists()
+
+
+@pytest.mark.parametrize('gpus, torch, settings, message', [
+    (['9.0'], ('2.14.1+cpu', None, None), {}, 'cuda_setup: a GPU is visible, but torch 2.14.1+cpu is a CPU-only build'),
+    (['7.0'], None, {}, 'arch 7.0 (sm_70) cannot be built by CUDA 13'),
+    (['9.0'], None, {'CUDA_HOME': '{root}/cuda-12.4'},
+     'CUDA_HOME={root}/cuda-12.4 has nvcc 12.4; torch 2.14.1+cu130 needs nvcc of CUDA 13'),
+    ([], None, {'MMDYNAMIXER_CUDA_OPS': 'yes'}, "cuda_setup: MMDYNAMIXER_CUDA_OPS='yes'; allowed: 1"),
+])
+def test_a_refused_plan_stops_set_up_before_mmcv_is_fetched(host, gpus, torch, settings, message):
+    host.gpus(*gpus)
+    if torch:
+        host.torch(*torch)
+    cuda_toolkit(host.root / 'cuda-12.4', '12.4')
+    out = host.setup(**{name: value.format(root=host.root) for name, value in settings.items()})
+    assert out.returncode == 1
+    assert message.format(root=host.root) in out.stderr
+    assert {call['command'] for call in host.pip_calls()} == {'install'}
+    assert not host.cache.exists() and not (host.venv / '.mmdynamixer-env').exists()
+
+
+def test_plan_takes_the_first_toolkit_of_torchs_major_on_path_then_the_system_one(host):
+    host.gpus('8.0')
+    system = cuda_toolkit(host.root / 'system-cuda', '13.1')
+    on_path = cuda_toolkit(host.root / 'path-cuda', '12.8')
+    path = f'{on_path / "bin"}:{host.bin}:/usr/bin:/bin'
+    plan = host.plan(PATH=path, MMDYNAMIXER_SYSTEM_CUDA_HOME=str(system))
+    assert (plan['cuda_home'], plan['cuda_toolkit'], plan['device_tag']) == (str(system), '', 'cuda13.1-sm80')
+    assert '12.8' not in plan['cuda_reason'] and f'nvcc 13.1 from {system}' in plan['cuda_reason']
+    on_path_13 = cuda_toolkit(host.root / 'path-cuda-13', '13.0')
+    plan = host.plan(PATH=f'{on_path_13 / "bin"}:{path}', MMDYNAMIXER_SYSTEM_CUDA_HOME=str(system))
+    assert plan['cuda_home'] == str(on_path_13)
+
+
+def test_plan_passes_over_a_wrapper_nvcc_and_other_majors_for_the_registry_toolkit(host):
+    """An nvcc script with no CUDA headers beside it (/usr/local/bin/nvcc, say) is no CUDA_HOME."""
+    host.gpus('9.0')
+    executable(host.bin / 'nvcc', 'echo "Cuda compilation tools, release 13.0, V13.0.88"')
+    system = cuda_toolkit(host.root / 'system-cuda', '12.8')
+    plan = host.plan(MMDYNAMIXER_SYSTEM_CUDA_HOME=str(system))
+    assert plan['cuda_toolkit'] == 'cuda-toolkit[nvcc,cccl]==13.0.3'
+    assert plan['cuda_home'] == str(host.root / 'plan-venv' / SITE / 'nvidia/cu13')
+    assert f'other nvcc: 12.8 at {system}' in plan['cuda_reason']
+    cuda_toolkit(host.root / 'plan-venv' / SITE / 'nvidia/cu13', '13.0')  # installed by an earlier set-up
+    plan = host.plan(MMDYNAMIXER_SYSTEM_CUDA_HOME=str(system))
+    assert (plan['cuda_toolkit'], plan['device_tag']) == ('', 'cuda13.0-sm90')
+
+
+def test_plan_without_a_pin_follows_torchs_cuda_and_cpu_ops_on_request(host):
+    host.gpus('9.0')
+    host.torch('2.14.1+cu130', cuda='13.0', toolkit_pin=None)
+    assert host.plan()['cuda_toolkit'] == 'cuda-toolkit[nvcc,cccl]==13.0.*'
+    assert host.plan(MMDYNAMIXER_CUDA_OPS='0')['device_tag'] == 'cpu'
+    host.gpus()
+    assert host.plan(TORCH_CUDA_ARCH_LIST='9.0') == dict(
+        device_tag='cpu', cuda_home='', cuda_arch_list='', cuda_toolkit='',
+        cuda_reason='no GPU visible and MMDYNAMIXER_CUDA_OPS unset: CPU-only ops')
+
+
+@pytest.mark.parametrize('gpus, readable, torch, settings, message', [
+    (['9.0'], True, None, {'CUDA_HOME': '{root}/nowhere'}, 'CUDA_HOME={root}/nowhere has no nvcc'),
+    ([], True, None, {'MMDYNAMIXER_CUDA_OPS': '1', 'TORCH_CUDA_ARCH_LIST': '7.0;8.0'},
+     "TORCH_CUDA_ARCH_LIST='7.0;8.0': arch 7.0 (sm_70) cannot be built by CUDA 13"),
+    ([], True, None, {'MMDYNAMIXER_CUDA_OPS': '1', 'TORCH_CUDA_ARCH_LIST': 'Hopper'}, "arch 'Hopper' is not a compute"),
+    (['9.0'], False, None, {}, 'does not report its compute capability'),
+    (['9.0'], True, None, {'MMCV_CUDA_ARGS': '-gencode=arch=compute_90,code=sm_90'},
+     'makes torch ignore TORCH_CUDA_ARCH_LIST'),
+    (['8.0'], True, ('2.9.0+cu128', '12.8', None), {},
+     "needs nvcc of CUDA 12 (found: 13.0 at {root}/system-cuda); the registry's CUDA 12 wheels do not form a "
+     "CUDA_HOME"),
+])
+def test_plan_refusals_name_the_value_and_the_way_out(host, gpus, readable, torch, settings, message):
+    host.gpus(*gpus, caps_readable=readable)
+    if torch:
+        host.torch(*torch)
+    system = cuda_toolkit(host.root / 'system-cuda', '13.0')
+    out = host.cuda_setup('plan', MMDYNAMIXER_SYSTEM_CUDA_HOME=str(system),
+                          **{name: value.format(root=host.root) for name, value in settings.items()})
+    assert out.returncode == 1 and out.stdout == ''
+    assert 'cuda_setup: ' in out.stderr and message.format(root=host.root) in out.stderr
+
+
+def test_link_cudart_links_the_versioned_runtime_once(host):
+    home = cuda_toolkit(host.root / 'cuda', '13.0')
+    first = host.cuda_setup('link-cudart', str(home))
+    assert first.returncode == 0, first.stderr
+    assert os.readlink(home / 'lib/libcudart.so') == 'libcudart.so.13'
+    second = host.cuda_setup('link-cudart', str(home))
+    assert second.returncode == 0 and 'libcudart.so present' in second.stderr
+    missing = host.cuda_setup('link-cudart', str(host.root / 'empty'))
+    assert missing.returncode == 1 and 'has no libcudart.so' in missing.stderr

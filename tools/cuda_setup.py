@@ -6,11 +6,11 @@
 CUDA ops are built when a GPU is visible (``nvidia-smi``) or when ``MMDYNAMIXER_CUDA_OPS=1`` asks for them on a
 host without one (a Docker image built on a GPU-less machine); ``MMDYNAMIXER_CUDA_OPS=0`` keeps CPU-only ops on a
 GPU machine. They need an nvcc of torch's CUDA major: ``CUDA_HOME`` (or ``CUDA_PATH``) if set, else the first of
-``nvcc`` on ``PATH``, ``/usr/local/cuda`` and a toolkit set-up installed into the venv before (a candidate counts
-only with ``include/cuda_runtime.h`` beside its ``bin/nvcc``: a wrapper script on ``PATH`` is no CUDA_HOME). If none
-matches,
-the registry's ``cuda-toolkit[nvcc,cccl]`` of the version torch's wheel pins is installed into the venv (CUDA >= 13,
-whose wheels share one tree, ``site-packages/nvidia/cu<major>``, usable as ``CUDA_HOME``).
+``nvcc`` on ``PATH``, ``/usr/local/cuda`` (``MMDYNAMIXER_SYSTEM_CUDA_HOME`` names another, for tests) and a toolkit
+set-up installed into the venv before (a candidate counts only with ``include/cuda_runtime.h`` beside its
+``bin/nvcc``: a wrapper script on ``PATH`` is no CUDA_HOME). If none matches, the registry's
+``cuda-toolkit[nvcc,cccl]`` of the version torch's wheel pins is installed into the venv (CUDA >= 13, whose wheels
+share one tree, ``site-packages/nvidia/cu<major>``, usable as ``CUDA_HOME``).
 Archs (``TORCH_CUDA_ARCH_LIST``): the user's, else the visible GPUs' compute capabilities, else
 :data:`DEFAULT_ARCHS` (A100, H100/H200, B200). The decision (:func:`decide`) is a pure function of
 :class:`HostFacts`, which :func:`gather_facts` reads from the host.
@@ -228,7 +228,7 @@ def gather_facts(env: Mapping[str, str] = os.environ) -> HostFacts:
     on_path = shutil.which('nvcc', path=env.get('PATH'))
     if on_path:
         homes.append(str(Path(on_path).parent.parent))  # as torch's extension builder derives it
-    homes.append(SYSTEM_CUDA_HOME)
+    homes.append(env.get('MMDYNAMIXER_SYSTEM_CUDA_HOME', SYSTEM_CUDA_HOME))
     venv_cuda_home = None
     if torch.version.cuda:
         venv_cuda_home = str(Path(sysconfig.get_paths()['purelib']) / 'nvidia' / f'cu{_major(torch.version.cuda)}')

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Create or refresh .venv (repo root) with the tested OpenMMLab stack and mmdynamixer installed editable.
+# PYTHON (default python3) creates it; MMDYNAMIXER_VENV puts it elsewhere (tests use a temporary one).
 # Does nothing when .venv already matches requirements/constraints.txt, setup.py and this script.
 # mmcv 2.x ships only as source: it is built once per (mmcv, torch, Python, CUDA archs) and the wheel kept
 # under ${MMDYNAMIXER_CACHE:-~/.cache/mmdynamixer}, so later environments install it in seconds.
@@ -9,7 +10,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$ROOT/.venv"
+VENV="${MMDYNAMIXER_VENV:-$ROOT/.venv}"
 CONSTRAINTS="$ROOT/requirements/constraints.txt"
 STAMP="$VENV/.mmdynamixer-env"
 PYTHON="${PYTHON:-python3}"
