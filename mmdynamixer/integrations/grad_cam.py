@@ -66,7 +66,7 @@ def covered_side(side: int, backbone, stage: int) -> int:
 def resolve_target_layers(model, names: Sequence[str]) -> Tuple[List[torch.nn.Module], int]:
     """The modules named (as in ``model.named_modules()``) and the one stage whose map they all output;
     ValueError naming the allowed layers otherwise."""
-    from .models import DynaMixerNet
+    from ..models import DynaMixerNet
 
     backbone = getattr(model, 'backbone', None)
     if not isinstance(backbone, DynaMixerNet):

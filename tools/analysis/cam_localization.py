@@ -1,12 +1,14 @@
 """Does the class activation map find the object? Each held-out image of a classification folder is pasted at
-a random place on a larger black canvas; the map of the true class (mmdynamixer.cam) hits when its peak lies
-inside the pasted image. Prints the hit rate and the top-1 on the canvases; draws one example for each of the
-first classes.
+a random place on a larger black canvas; the map of the true class (mmdynamixer.integrations.grad_cam) hits
+when its peak lies inside the pasted image. Prints the hit rate and the top-1 on the canvases; draws one example
+for each of the first classes.
 
-    python tools/analysis/cam_localization.py CONFIG CHECKPOINT data/digits/val [--canvas 112] [--method gradcam]
-        [--target-layers backbone.norm] [--seed 0] [--examples 6] [--out-file cam_localization.png]
+    python tools/analysis/cam_localization.py CONFIG CHECKPOINT data/digits/val [--size 112 112]
+        [--method gradcam] [--target-layers backbone.norm] [--seed 0] [--examples 6]
+        [--out-file cam_localization.png] [--device DEVICE]
 
-Chance is the pasted image's share of the canvas (a quarter for 56-pixel digits on 112 pixels).
+Chance is the pasted image's share of the canvas (a quarter for 56-pixel digits on 112 x 112 pixels).
+``--device`` defaults to cuda when available, else cpu.
 """
 import argparse
 import os
@@ -15,23 +17,31 @@ import os.path as osp
 import numpy as np
 import torch
 
-from mmdynamixer import cam
+from mmdynamixer.cli import add_deprecated_alias, add_device_argument, add_size_argument, check_inputs
+from mmdynamixer.integrations import grad_cam
 
 EXAMPLES_PER_ROW = 3
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='classification config whose test pipeline only loads the image')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('folder', help='held-out images as <folder>/<class>/<image>, classes named as in training')
-    parser.add_argument('--canvas', type=int, default=112, help='canvas side in pixels (default 112)')
-    parser.add_argument('--method', default='gradcam', choices=cam.METHODS, help='CAM method (default gradcam)')
-    parser.add_argument('--target-layers', nargs='+', default=['backbone.norm'], help='default backbone.norm')
+    add_size_argument(parser, default=(112, 112), help='canvas size in pixels')
+    add_deprecated_alias(parser, '--canvas', '--size', 'size', type=int, nargs=1)
+    parser.add_argument('--method', default='gradcam', choices=grad_cam.METHODS, help='CAM method (default gradcam)')
+    parser.add_argument('--target-layers', nargs='+', default=[grad_cam.DEFAULT_TARGET_LAYER],
+                        help=f'modules of one stage whose maps are weighted (default {grad_cam.DEFAULT_TARGET_LAYER})')
     parser.add_argument('--seed', type=int, default=0, help='seed of the positions (default 0)')
     parser.add_argument('--examples', type=int, default=6, help='examples drawn, one per class (default 6)')
     parser.add_argument('--out-file', default='cam_localization.png', help='image of the examples')
+    add_device_argument(parser)
     args = parser.parse_args()
+    if len(args.size) == 1:  # the deprecated --canvas N: an N x N canvas
+        if args.size[0] <= 0:
+            parser.error(f'--canvas {args.size[0]} is not a positive number of pixels')
+        args.size = args.size[0], args.size[0]
     if not osp.isdir(args.folder):
         parser.error(f'FOLDER {args.folder!r} is not a folder')
     return parser, args
@@ -43,12 +53,11 @@ def main():
     from mmengine.config import Config
     from mmpretrain import ImageClassificationInferencer
 
-    from mmdynamixer.cli import check_inputs
     from mmdynamixer.engine import mmengine_checkpoint_loading
 
     check_inputs(parser, config=args.config, checkpoint=args.checkpoint)
     with mmengine_checkpoint_loading():  # weights-only loading of an mmengine checkpoint
-        inferencer = ImageClassificationInferencer(args.config, pretrained=args.checkpoint, device='cpu')
+        inferencer = ImageClassificationInferencer(args.config, pretrained=args.checkpoint, device=args.device)
     resizing = [t['type'] for t in Config.fromfile(args.config).test_dataloader.dataset.pipeline
                 if not t['type'].endswith(('LoadImageFromFile', 'PackInputs'))]
     if resizing:
@@ -59,6 +68,7 @@ def main():
                if osp.isdir(osp.join(args.folder, name)) for image in sorted(os.listdir(osp.join(args.folder, name)))]
     if not samples:
         parser.error(f'no images under {args.folder}/<class>/ for the checkpoint\'s classes {classes}')
+    canvas_height, canvas_width = args.size
     rng = np.random.default_rng(args.seed)
     hits = correct = chance = 0
     examples, drawn_labels = [], set()
@@ -67,28 +77,29 @@ def main():
         if image is None:
             parser.error(f'{path} is not an image mmcv can read')
         height, width = image.shape[:2]
-        if max(height, width) > args.canvas:
-            parser.error(f'--canvas {args.canvas} is smaller than {path} ({width} x {height})')
-        top, left = rng.integers(0, args.canvas - height + 1), rng.integers(0, args.canvas - width + 1)
-        canvas = np.zeros((args.canvas, args.canvas, 3), np.uint8)
+        if height > canvas_height or width > canvas_width:
+            parser.error(f'the canvas ({canvas_height} x {canvas_width}, --size) is smaller than {path} '
+                         f'({height} x {width})')
+        top, left = rng.integers(0, canvas_height - height + 1), rng.integers(0, canvas_width - width + 1)
+        canvas = np.zeros((canvas_height, canvas_width, 3), np.uint8)
         canvas[top:top + height, left:left + width] = image
         batch = {'inputs': [torch.from_numpy(canvas).permute(2, 0, 1).contiguous()], 'data_samples': None}
         inputs = model.data_preprocessor(batch, False)['inputs']
         try:
-            grayscale, _, scores = cam.class_activation_map(model, inputs, args.target_layers, args.method, label)
+            grayscale, _, scores = grad_cam.class_activation_map(model, inputs, args.target_layers, args.method, label)
         except ValueError as error:
             parser.error(str(error))
         row, col = np.unravel_index(grayscale.argmax(), grayscale.shape)
         hit = top <= row < top + height and left <= col < left + width
         hits += hit
         correct += int(scores.argmax()) == label
-        chance += height * width / args.canvas ** 2
+        chance += height * width / (canvas_height * canvas_width)
         if len(examples) < args.examples and label not in drawn_labels:  # one example per class
             drawn_labels.add(label)
             boxed = mmcv.imshow_bboxes(canvas.copy(), np.array([[left, top, left + width - 1, top + height - 1]]),
                                        colors='green' if hit else 'red', thickness=1, show=False)
-            examples.append(cam.draw(boxed, grayscale))
-    print(f'{len(samples)} images of {args.folder} on {args.canvas} x {args.canvas} canvases (seed {args.seed}), '
+            examples.append(grad_cam.draw(boxed, grayscale))
+    print(f'{len(samples)} images of {args.folder} on {canvas_height} x {canvas_width} canvases (seed {args.seed}), '
           f'{args.method} at {", ".join(args.target_layers)}:')
     print(f'  peak of the true class\'s map inside the image: {100 * hits / len(samples):.1f} % '
           f'(chance {100 * chance / len(samples):.1f} %)')

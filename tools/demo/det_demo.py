@@ -1,7 +1,7 @@
 """Detect objects in an image with a trained detector (a DynaMixer RetinaNet or Mask R-CNN config of this project,
 or any mmdet config) and write the image with the detections drawn on it.
 
-    python tools/demo/det_demo.py IMAGE CONFIG CHECKPOINT [--out-file result.png] [--score-thr 0.3] [--device cpu]
+    python tools/demo/det_demo.py IMAGE CONFIG CHECKPOINT [--out-file result.png] [--score-thr 0.3] [--device DEVICE]
 
 A thin tool over mmdet's ``DetInferencer`` (the config's test pipeline, the class names saved in the checkpoint)
 and its ``DetLocalVisualizer`` (boxes, and masks for instance segmentation models).
@@ -9,6 +9,8 @@ and its ``DetLocalVisualizer`` (boxes, and masks for instance segmentation model
 import argparse
 
 import mmcv
+
+from mmdynamixer.cli import add_device_argument, check_inputs
 
 
 def parse_args():
@@ -19,7 +21,7 @@ def parse_args():
     parser.add_argument('--out-file', default='result.png', help='image to write (default result.png)')
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='print and draw the detections scoring above this (default 0.3)')
-    parser.add_argument('--device', default='cpu', help='device to run on, e.g. cpu or cuda:0 (default cpu)')
+    add_device_argument(parser)
     args = parser.parse_args()
     if not 0 <= args.score_thr <= 1:
         parser.error(f'--score-thr must be in [0, 1], got {args.score_thr}')
@@ -28,8 +30,6 @@ def parse_args():
 
 def main():
     parser, args = parse_args()
-    from mmdynamixer.cli import check_inputs
-
     check_inputs(parser, image=args.image, config=args.config, checkpoint=args.checkpoint)
 
     from mmdet.apis import DetInferencer

@@ -1,7 +1,7 @@
 """Classify an image with a trained classifier (a DynaMixer config of this project, or any mmpretrain config) and
 write the image with its prediction drawn on it.
 
-    python tools/demo/image_demo.py IMAGE CONFIG CHECKPOINT [--topk 5] [--out-file result.png] [--device cpu]
+    python tools/demo/image_demo.py IMAGE CONFIG CHECKPOINT [--topk 5] [--out-file result.png] [--device DEVICE]
 
 A thin tool over mmpretrain's ``ImageClassificationInferencer`` (the config's test pipeline and data
 preprocessor, the class names saved in the checkpoint) and its ``UniversalVisualizer``.
@@ -9,6 +9,8 @@ preprocessor, the class names saved in the checkpoint) and its ``UniversalVisual
 import argparse
 
 import mmcv
+
+from mmdynamixer.cli import add_device_argument, check_inputs
 
 # Images with a shorter side below this (the digits demo's are 56 px) are enlarged for drawing, so the label fits.
 MIN_DRAWN_SIDE = 224
@@ -21,7 +23,7 @@ def parse_args():
     parser.add_argument('checkpoint', help='checkpoint file (as tools/train.py saves it)')
     parser.add_argument('--topk', type=int, default=5, help='how many classes to print (default 5)')
     parser.add_argument('--out-file', default='result.png', help='image to write (default result.png)')
-    parser.add_argument('--device', default='cpu', help='device to run on, e.g. cpu or cuda:0 (default cpu)')
+    add_device_argument(parser)
     args = parser.parse_args()
     if args.topk < 1:
         parser.error(f'--topk must be at least 1, got {args.topk}')
@@ -33,7 +35,6 @@ def main():
     from mmpretrain import ImageClassificationInferencer
     from mmpretrain.visualization import UniversalVisualizer
 
-    from mmdynamixer.cli import check_inputs
     from mmdynamixer.engine import mmengine_checkpoint_loading
 
     image = mmcv.bgr2rgb(check_inputs(parser, image=args.image, config=args.config, checkpoint=args.checkpoint))

@@ -1,17 +1,21 @@
 """Write scikit-learn's bundled handwritten digits (1797 8x8 images, 10 classes) as an ImageNet-style folder,
-the demo's data: python tools/demo/prepare_digits.py data/digits."""
+the demo's data.
+
+    python tools/demo/prepare_digits.py data/digits [--size 56 56] [--val-fraction 0.2]
+"""
 import argparse
 import os.path as osp
 from pathlib import Path
+from typing import Tuple
 
 import numpy as np
 from PIL import Image
 
-from mmdynamixer.cli import FolderNotOursError, write_folder_whole
+from mmdynamixer.cli import FolderNotOursError, add_deprecated_alias, add_size_argument, write_folder_whole
 
 
-def write_digits_folder(root: str, image_size: int = 56, val_fraction: float = 0.2, seed: int = 0) -> dict:
-    """Write ``root/{train,val}/<digit>/<index>.png`` (RGB, ``image_size`` square, bilinear upscaling).
+def write_digits_folder(root: str, size: Tuple[int, int] = (56, 56), val_fraction: float = 0.2, seed: int = 0) -> dict:
+    """Write ``root/{train,val}/<digit>/<index>.png`` (RGB, ``size`` = (height, width), bilinear scaling).
 
     The split is stratified and fixed by ``seed``, so the held-out images never reach training.
     Returns the number of images per split. Written by :func:`mmdynamixer.cli.write_folder_whole`: ``root`` exists
@@ -19,14 +23,15 @@ def write_digits_folder(root: str, image_size: int = 56, val_fraction: float = 0
     (:class:`~mmdynamixer.cli.FolderNotOursError` otherwise).
     """
     with write_folder_whole(root) as folder:
-        return write_digits(folder, image_size, val_fraction, seed)
+        return write_digits(folder, size, val_fraction, seed)
 
 
-def write_digits(root: Path, image_size: int, val_fraction: float, seed: int) -> dict:
+def write_digits(root: Path, size: Tuple[int, int], val_fraction: float, seed: int) -> dict:
     """The images of :func:`write_digits_folder`, written into the existing folder ``root``."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
+    height, width = size
     rng = np.random.default_rng(seed)
     counts = {'train': 0, 'val': 0}
     for label in range(10):
@@ -37,20 +42,28 @@ def write_digits(root: Path, image_size: int, val_fraction: float, seed: int) ->
             folder.mkdir(parents=True, exist_ok=True)
             for index in chosen:
                 pixels = (digits.images[index] * (255.0 / 16.0)).round().astype(np.uint8)
-                image = Image.fromarray(pixels, mode='L').resize((image_size, image_size), Image.BILINEAR)
+                image = Image.fromarray(pixels, mode='L').resize((width, height), Image.BILINEAR)
                 image.convert('RGB').save(osp.join(folder, f'{index:04d}.png'))
             counts[split] += len(chosen)
     return counts
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('out', help='output folder (train/ and val/ are written inside)')
-    parser.add_argument('--image-size', type=int, default=56)
-    parser.add_argument('--val-fraction', type=float, default=0.2)
+    add_size_argument(parser, default=(56, 56), help='image size in pixels')
+    add_deprecated_alias(parser, '--image-size', '--size', 'size', type=int, nargs=1)
+    parser.add_argument('--val-fraction', type=float, default=0.2,
+                        help='share of each class held out for validation, in (0, 1) (default 0.2)')
     args = parser.parse_args()
+    if len(args.size) == 1:  # the deprecated --image-size N: N x N images
+        if args.size[0] <= 0:
+            parser.error(f'--image-size {args.size[0]} is not a positive number of pixels')
+        args.size = args.size[0], args.size[0]
+    if not 0 < args.val_fraction < 1:
+        parser.error(f'--val-fraction must be in (0, 1), got {args.val_fraction}')
     try:
-        counts = write_digits_folder(args.out, args.image_size, args.val_fraction)
+        counts = write_digits_folder(args.out, args.size, args.val_fraction)
     except FolderNotOursError as error:
         parser.error(str(error))
     print(f'wrote {counts["train"]} training and {counts["val"]} held-out images under {args.out}')

@@ -1,7 +1,7 @@
 """Segment an image with a trained segmentor (a DynaMixer UperNet or Semantic FPN config of this project, or any
 mmseg config) and write the image blended with the predicted classes' colours.
 
-    python tools/demo/seg_demo.py IMAGE CONFIG CHECKPOINT [--out-file result.png] [--opacity 0.5] [--device cpu]
+    python tools/demo/seg_demo.py IMAGE CONFIG CHECKPOINT [--out-file result.png] [--opacity 0.5] [--device DEVICE]
 
 A thin tool over mmseg's ``MMSegInferencer`` (the config's test pipeline, the class names and palette saved in
 the checkpoint) and its ``SegLocalVisualizer``.
@@ -10,6 +10,8 @@ import argparse
 
 import mmcv
 import numpy as np
+
+from mmdynamixer.cli import add_device_argument, check_inputs
 
 
 def parse_args():
@@ -21,7 +23,7 @@ def parse_args():
     parser.add_argument('--opacity', type=float, default=0.5,
                         help='weight of the class colours against the image, in (0, 1] (default 0.5)')
     parser.add_argument('--with-labels', action='store_true', help='also write the class names on the image')
-    parser.add_argument('--device', default='cpu', help='device to run on, e.g. cpu or cuda:0 (default cpu)')
+    add_device_argument(parser)
     args = parser.parse_args()
     if not 0 < args.opacity <= 1:
         parser.error(f'--opacity must be in (0, 1], got {args.opacity}')
@@ -30,8 +32,6 @@ def parse_args():
 
 def main():
     parser, args = parse_args()
-    from mmdynamixer.cli import check_inputs
-
     check_inputs(parser, image=args.image, config=args.config, checkpoint=args.checkpoint)
 
     from mmseg.apis import MMSegInferencer

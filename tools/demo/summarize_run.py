@@ -1,12 +1,12 @@
 """What a training run left in its work_dir, told at the end of the digits demo: the best validation top-1 and
 its epoch, the checkpoint to use, the command that classifies an image with it, and its training curves as a PNG.
 
-    python tools/demo/summarize_run.py WORK_DIR CONFIG [--image IMAGE] [--curves PATH]
+    python tools/demo/summarize_run.py WORK_DIR CONFIG [--image IMAGE] [--out-file PATH]
 
 Reads mmengine's ``WORK_DIR/<timestamp>/vis_data/scalars.json`` (every run into the work_dir, a resumed one
 included, in time order) and the ``best_<metric>_epoch_<n>.pth`` that ``save_best`` keeps, else the checkpoint
 ``last_checkpoint`` names. Draws the training loss by iteration and the validation top-1 by epoch into
-``WORK_DIR/curves.png`` (or ``--curves PATH``).
+``WORK_DIR/curves.png`` (or ``--out-file PATH``).
 """
 import argparse
 import glob
@@ -21,6 +21,8 @@ from typing import Dict, List, Optional
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from mmdynamixer.cli import add_deprecated_alias
 
 METRIC = 'accuracy/top1'
 LOSS = 'loss'
@@ -111,9 +113,9 @@ def curves_figure(work_dir: str, config: str, metric: str = METRIC) -> Figure:
 def check_curves_path(path: str) -> None:
     """ValueError unless ``path`` can name the curves' PNG: ends in .png, is not a folder."""
     if not path.lower().endswith('.png'):
-        raise ValueError(f'--curves {path!r} must name a .png file')
+        raise ValueError(f'--out-file {path!r} must name a .png file')
     if osp.isdir(path):
-        raise ValueError(f'--curves {path!r} is a folder; give the path of a .png file')
+        raise ValueError(f'--out-file {path!r} is a folder; give the path of a .png file')
 
 
 def write_curves(figure: Figure, path: str) -> None:
@@ -123,7 +125,7 @@ def write_curves(figure: Figure, path: str) -> None:
         os.makedirs(osp.dirname(path) or '.', exist_ok=True)
         figure.savefig(path, format='png')
     except OSError as error:
-        raise ValueError(f'cannot write --curves {path!r}: {error}') from error
+        raise ValueError(f'cannot write --out-file {path!r}: {error}') from error
 
 
 def _interpreter() -> str:
@@ -159,21 +161,22 @@ def summary(work_dir: str, config: str, image: str, curves: Optional[str] = None
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('work_dir', help='the run\'s work_dir')
     parser.add_argument('config', help='the config it trained')
     parser.add_argument('--image', default='IMAGE', help='image for the printed command (default: a placeholder)')
-    parser.add_argument('--curves', help='PNG to draw the training curves into (default: WORK_DIR/curves.png)')
+    parser.add_argument('--out-file', help='PNG to draw the training curves into (default: WORK_DIR/curves.png)')
+    add_deprecated_alias(parser, '--curves', '--out-file', 'out_file')
     args = parser.parse_args()
     if not osp.isdir(args.work_dir):
         parser.error(f'WORK_DIR {args.work_dir!r} is not a folder')
-    if args.curves:
+    if args.out_file:
         try:
-            check_curves_path(args.curves)
+            check_curves_path(args.out_file)
         except ValueError as error:
             parser.error(str(error))
     try:
-        print(summary(os.path.normpath(args.work_dir), args.config, args.image, args.curves))
+        print(summary(os.path.normpath(args.work_dir), args.config, args.image, args.out_file))
     except ValueError as error:
         parser.exit(1, f'{parser.prog}: {error}\n')
 

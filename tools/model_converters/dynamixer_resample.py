@@ -1,11 +1,12 @@
 """Adapt a DynaMixer checkpoint's ``generate`` layers to another input size before fine-tuning at it.
 
-    python tools/model_converters/dynamixer_resample.py SRC DST --resolution 84 [--ema]
+    python tools/model_converters/dynamixer_resample.py SRC DST --size 84 [--ema]
 
 SRC: an mmpretrain checkpoint (``state_dict``, keys ``backbone.*``; one written by training with ``EMAHook``
 holds the EMA weights there) or a release checkpoint (``--ema`` takes its ``state_dict_ema``), read
-weights-only. Every ``generate`` weight and bias is resampled over its token axes to the token grid of
-``--resolution``-pixel square images (``mmdynamixer.checkpoints.resample_generate``); everything else is copied.
+weights-only. Every ``generate`` weight and bias is resampled over its token axes to the token grid of square
+``--size``-pixel images (``mmdynamixer.checkpoints.resample_generate``; an arch has one token count per stage, so
+``--size H W`` must have H == W); everything else is copied.
 The tool prints the ``resolutions`` the fine-tuning config's arch needs so the resampled layers load. Bad input
 stops it with a message naming it (exit status 2).
 """
@@ -15,26 +16,41 @@ from pathlib import Path
 import torch
 
 from mmdynamixer.checkpoints import generate_token_counts, read_checkpoint, release_state_dict, resample_generate
+from mmdynamixer.cli import add_deprecated_alias, add_size_argument
 
 
 def main():
     parser = argparse.ArgumentParser(description='Resample DynaMixer generate layers to another input size')
     parser.add_argument('src', help='mmpretrain or release checkpoint')
     parser.add_argument('dst', help='checkpoint to write (same key layout as SRC)')
-    parser.add_argument('--resolution', type=int, required=True, help='pixels per side of the new input')
+    add_size_argument(parser, help='the new input size')
+    # Required (checked below, as the deprecated --resolution may give it instead), so with no default: a default
+    # size would hide a forgotten --size. add_size_argument has no such form.
+    size = parser._option_string_actions['--size']
+    size.default = None
+    size.help = ('the new input size (required), square as an arch has one token count per stage: SIDE, or '
+                 'HEIGHT WIDTH equal')
+    add_deprecated_alias(parser, '--resolution', '--size', 'size', type=int, nargs=1)
     parser.add_argument('--ema', action='store_true', help='take a release checkpoint\'s state_dict_ema')
     args = parser.parse_args()
+    if args.size is None:
+        parser.error('--size is required: the side in pixels of the input to fine-tune at, e.g. --size 84')
+    height, width = args.size[0], args.size[-1]  # the deprecated --resolution N stores [N]
+    if height != width:
+        parser.error(f'--size {height} {width} is not square: a DynaMixer arch has one token count per stage for '
+                     f'both axes (resolutions), so give one side, e.g. --size {height}')
+    resolution = height
 
     try:
         state_dict = release_state_dict(read_checkpoint(args.src), use_ema=args.ema)
-        resolutions = list(generate_token_counts(state_dict, args.resolution).values())
-        state_dict = resample_generate(state_dict, args.resolution)
+        resolutions = list(generate_token_counts(state_dict, resolution).values())
+        state_dict = resample_generate(state_dict, resolution)
     except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f'{parser.prog}: error: {args.src}: {error}\n')
     Path(args.dst).parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(source=str(args.src), resolution=args.resolution, resolutions=resolutions)
+    meta = dict(source=str(args.src), resolution=resolution, resolutions=resolutions)
     torch.save(dict(state_dict=state_dict, meta=meta), args.dst)
-    print(f'resampled generate layers of {args.src} to {args.resolution} px (tokens per side per stage: '
+    print(f'resampled generate layers of {args.src} to {resolution} px (tokens per side per stage: '
           f'{resolutions}) in {args.dst}\nset the config\'s arch resolutions={resolutions}')
 
 
