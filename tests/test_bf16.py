@@ -1,16 +1,27 @@
-"""The bfloat16 recipe variants: the same recipe with bfloat16 autocast and no loss scaling; float16 with a dynamic
-loss scaler stays the reproduction default. mmengine's AmpOptimWrapper needs CUDA, so CUDA's presence is faked
-where the wrapper itself is built, and the DynaMixerRunner's float32 fallback is checked without it."""
+"""The bfloat16 recipe variants (configs/dynamixer/*-bf16_in1k.py), trained for real on CPU.
+
+mmengine 0.10.7's ``AmpOptimWrapper`` checks for a CUDA, NPU, MLU or MUSA device in its constructor only: its
+GradScaler, its ``optim_context`` (mmengine's ``autocast``, on the device ``get_device()`` finds: here the CPU,
+where it accepts bfloat16 only) and its update run on CPU. So the wrapper is built from the variant's own
+``optim_wrapper`` with that one check answered yes, and all after it runs as is: torch's CPU bfloat16 autocast
+around our model's forward, backward, AdamW. Not testable without a GPU: CUDA autocast (the reproduction recipe's
+float16 default) and the dynamic loss scaler, which torch disables without CUDA.
+"""
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper
+from mmengine.optim.optimizer import amp_optimizer_wrapper
+from mmpretrain.structures import DataSample
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import REPO
-from mmdynamixer.testing import TINY_ARCH
+from mmdynamixer.models.mixing import DynaMixerOp
+from mmdynamixer.testing import TINY_ARCH, build_mmpretrain_model
 
 CONFIGS = REPO / 'configs/dynamixer'
 RECIPES = {'s': 'dynamixer-s_8xb256', 'm': 'dynamixer-m_8xb128', 'l': 'dynamixer-l_8xb64'}
+MATMULS = ('mm', 'addmm', 'bmm', 'baddbmm', 'convolution')
 
 
 def load(arch: str, bf16: bool) -> Config:
@@ -32,50 +43,74 @@ def test_variant_changes_only_the_precision(arch):
     assert without_precision(variant) == without_precision(recipe)
 
 
-@pytest.fixture
-def fake_cuda(monkeypatch):
-    """A GPU machine as mmengine and torch see it: AmpOptimWrapper and its GradScaler build, and mmengine's
-    autocast (whose device mmengine fixes at import) targets CUDA on a bfloat16-capable device."""
-    import mmengine.runner.amp
-    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
-    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)  # mmengine's logger looks up the device id
-    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *args, **kwargs: True)
-    monkeypatch.setattr(mmengine.runner.amp, 'get_device', lambda: 'cuda')
+class KernelDtypes(TorchDispatchMode):
+    """Records each matmul, convolution, linear and softmax as it reaches the kernels (below autocast): its name,
+    and the dtypes and shapes of its tensor arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in MATMULS or 'linear' in name or 'softmax' in name:
+            tensors = [arg for arg in args if isinstance(arg, torch.Tensor)]
+            self.calls.append((name, {t.dtype for t in tensors}, {tuple(t.shape) for t in tensors}))
+        return func(*args, **(kwargs or {}))
 
 
-def test_bf16_wrapper_casts_to_bfloat16_and_does_not_scale_the_loss(fake_cuda):
-    model = torch.nn.Linear(4, 2)
-    bf16 = build_optim_wrapper(model, load('s', bf16=True).optim_wrapper)
-    fp16 = build_optim_wrapper(model, load('s', bf16=False).optim_wrapper)
-    assert type(bf16) is AmpOptimWrapper and type(fp16) is AmpOptimWrapper
-    assert bf16.cast_dtype is torch.bfloat16
-    assert fp16.cast_dtype is None  # torch's CUDA autocast default, float16
-    loss = torch.tensor(1.5)
-    assert bf16.loss_scaler.scale(loss) is loss and not bf16.loss_scaler.is_enabled()
-    assert fp16.loss_scaler.scale(loss).item() == 1.5 * 2.0 ** 16  # the default's dynamic scaler, at its start
+def tiny_classifier(cfg: Config) -> torch.nn.Module:
+    """The config's classifier (data preprocessor, Mixup/CutMix, loss) on the tiny arch, as the Runner builds it."""
+    cfg.model.backbone.arch = TINY_ARCH
+    cfg.model.head.in_channels = 32
+    return build_mmpretrain_model(dict(cfg.model, data_preprocessor=cfg.data_preprocessor))
 
 
-def test_training_context_autocasts_cuda_to_the_configured_dtype(fake_cuda, monkeypatch):
-    calls = []
+def batch(seed: int) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    return dict(inputs=[torch.randint(0, 256, (3, 56, 56), dtype=torch.uint8, generator=gen) for _ in range(4)],
+                data_samples=[DataSample().set_gt_label(label) for label in (1, 7, 7, 999)])
 
-    class RecordingAutocast:
-        def __init__(self, *args, **kwargs):
-            calls.append(kwargs)
 
-        def __enter__(self):
-            return self
+def test_bf16_variant_trains_in_bfloat16_autocast_on_cpu_with_float32_weights(monkeypatch):
+    torch.manual_seed(0)
+    cfg = load('s', bf16=True)
+    model = tiny_classifier(cfg)
+    with monkeypatch.context() as patch:  # the constructor's device check, and nothing else
+        patch.setattr(amp_optimizer_wrapper, 'is_cuda_available', lambda: True)
+        wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    assert type(wrapper) is AmpOptimWrapper and not wrapper.loss_scaler.is_enabled()
 
-        def __exit__(self, *exc):
-            return False
+    model.train()
+    data = model.data_preprocessor(batch(0), training=True)
+    with wrapper.optim_context(model), KernelDtypes() as kernels:
+        model(data['inputs'], mode='tensor')
+    # ``generate``'s matmuls, told by its weight's shape (as is or transposed), which no other layer has.
+    generate = {tuple(op.generate.weight.shape) for op in model.modules() if isinstance(op, DynaMixerOp)}
+    generate |= {shape[::-1] for shape in generate}
+    assert not generate & {tuple(layer.weight.shape) for name, layer in model.named_modules()
+                           if isinstance(layer, torch.nn.Linear) and not name.endswith('generate')}
+    matmuls = [(dtypes, shapes) for name, dtypes, shapes in kernels.calls if 'softmax' not in name]
+    # The mixing logits (``generate``) and their softmax in float32 (two mixings, rows and columns, per layer); every
+    # other matmul and the patch embedding's convolution in bfloat16.
+    assert {dtype for dtypes, shapes in matmuls if shapes & generate for dtype in dtypes} == {torch.float32}
+    assert len([shapes for _, shapes in matmuls if shapes & generate]) == 2 * len(TINY_ARCH['layers'])
+    other = [dtypes for dtypes, shapes in matmuls if not shapes & generate]
+    assert len(other) >= 10 and all(dtypes == {torch.bfloat16} for dtypes in other)
+    seq_lens = {op.seq_len for op in model.modules() if isinstance(op, DynaMixerOp)}
+    mixing_softmaxes = [dtypes for name, dtypes, shapes in kernels.calls if 'softmax' in name
+                        for shape in shapes if shape[-1] == shape[-2] in seq_lens]
+    assert len(mixing_softmaxes) == 2 * len(TINY_ARCH['layers'])
+    assert all(dtypes == {torch.float32} for dtypes in mixing_softmaxes)
 
-    model = torch.nn.Linear(4, 2)
-    wrappers = {bf16: build_optim_wrapper(model, load('s', bf16=bf16).optim_wrapper) for bf16 in (True, False)}
-    monkeypatch.setattr(torch, 'autocast', RecordingAutocast)
-    for bf16, wrapper in wrappers.items():
-        with wrapper.optim_context(model):
-            pass
-    assert [(call['device_type'], call['dtype'], call['enabled']) for call in calls] == [
-        ('cuda', torch.bfloat16, True), ('cuda', torch.float16, True)]
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for step in range(3):
+        losses = model.train_step(batch(step), wrapper)
+        assert torch.isfinite(losses['loss']), step
+    state = wrapper.optimizer.state
+    assert all(p.dtype == state[p]['exp_avg'].dtype == state[p]['exp_avg_sq'].dtype == torch.float32
+               for p in model.parameters())
+    assert all(not torch.equal(p, before[name]) for name, p in model.named_parameters())
 
 
 def test_runner_trains_the_bf16_variant_in_float32_without_cuda(tmp_path, monkeypatch):
@@ -90,3 +125,7 @@ def test_runner_trains_the_bf16_variant_in_float32_without_cuda(tmp_path, monkey
         wrapper = runner.build_optim_wrapper(cfg.optim_wrapper)
     assert type(wrapper) is OptimWrapper
     assert [group['lr'] for group in wrapper.optimizer.param_groups][0] == 2e-3
+    with KernelDtypes() as kernels:
+        losses = runner.model.train_step(batch(0), wrapper)
+    assert torch.isfinite(losses['loss'])
+    assert kernels.calls and all(dtypes == {torch.float32} for _, dtypes, _ in kernels.calls)
