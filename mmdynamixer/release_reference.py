@@ -1,7 +1,8 @@
 """A straightforward re-implementation of the authors' release forward (``models/vision_model.py`` and
 ``models/dynamixer.py`` of ziyuwwang/DynaMixer), written independently of mmdynamixer.models so the
-tests compare two implementations. Same parameter names, so one state dict loads into both.
-Fixed-size (224 x 224) only, as the release is.
+tests compare two implementations and the benchmarks time one against the other. Same parameter names, so one
+state dict loads into both. Torch only. Fixed-size only, as the release is: 7 x ``resolutions[0]`` pixels a side
+(224 for S, M and L).
 """
 import torch
 from torch import nn

@@ -15,7 +15,7 @@ from mmdynamixer.integrations.timm import checkpoint_filter_fn
 from mmdynamixer.models import DynaMixerNet, arch_zoo
 from mmdynamixer.testing import TINY_ARCH, perturbed
 from mmdynamixer.testing import build_mmpretrain_model as build_model
-from mmdynamixer.testing.release_reference import RefDynaMixer
+from mmdynamixer.release_reference import RefDynaMixer
 
 CONVERTER = 'tools/model_converters/dynamixer_to_mmpretrain.py'
 

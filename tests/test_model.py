@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from mmdynamixer.models import DynaMixerLayer, DynaMixerNet, DynaMixerOp, arch_zoo
 from mmdynamixer.ops.onednn_linear import linear, linear_gelu, onednn_applies, onednn_linear, onednn_linear_gelu
 from mmdynamixer.testing import TINY_ARCH, perturbed
-from mmdynamixer.testing.release_reference import RefDynaMixer, RefLayer, RefOp
+from mmdynamixer.release_reference import RefDynaMixer, RefLayer, RefOp
 
 # The spec's parameter counts (1000-class head), measured on the authors' release.
 RELEASE_PARAMS_M = {'s': 26.27, 'm': 57.13, 'l': 97.82}

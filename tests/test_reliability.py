@@ -394,7 +394,7 @@ def test_block_and_model_finite_under_autocast(dtype):
 def test_float16_logits_would_overflow_without_float32_generate():
     """The release's forward, where ``generate`` runs in float16 under autocast, gives non-finite output once
     the mixing logits pass float16's 65504; ours, with the same weights, stays finite and close to float32."""
-    from mmdynamixer.testing.release_reference import RefOp
+    from mmdynamixer.release_reference import RefOp
     torch.manual_seed(0)
     op = DynaMixerOp(dim=32, seq_len=8, num_segments=4, reduced_dim=2)
     with torch.no_grad():
