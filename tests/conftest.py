@@ -28,3 +28,27 @@ def digits(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, str(REPO / 'tools/demo/prepare_digits.py'), str(cwd / 'data/digits')],
                    check=True, capture_output=True)
     return cwd / 'data/digits'
+
+
+# A test may skip only for a condition of the machine, its reason starting with this (e.g. 'machine: has a CUDA
+# GPU'); any other skip, such as a package of the tested stack that fails to import, fails the run.
+MACHINE_CONDITION = 'machine: '
+
+
+def _fail_undeclared_skip(report, what: str) -> None:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        reason = report.longrepr[2].removeprefix('Skipped: ')
+        if not reason.startswith(MACHINE_CONDITION):
+            report.outcome = 'failed'
+            report.longrepr = (f'{what} skipped for {reason!r}, which is not a condition of the machine: only skips '
+                               f'whose reason starts with {MACHINE_CONDITION!r} are allowed')
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    _fail_undeclared_skip((yield).get_result(), item.nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    _fail_undeclared_skip((yield).get_result(), collector.nodeid)  # a module-level importorskip

@@ -149,7 +149,7 @@ def test_config_names_the_runner(tiny_runner_cfg):
     assert type(RUNNERS.build(tiny_runner_cfg)) is DynaMixerRunner
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU fallback')
+@pytest.mark.skipif(torch.cuda.is_available(), reason='machine: has a CUDA GPU (this checks the CPU fallback)')
 def test_amp_becomes_float32_without_cuda(tiny_runner_cfg):
     from mmengine.optim import AmpOptimWrapper, OptimWrapper
     runner = DynaMixerRunner.from_cfg(tiny_runner_cfg)
