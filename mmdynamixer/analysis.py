@@ -23,10 +23,15 @@ def _layer_norm_flops(input_shape, *args, **kwargs) -> int:
     return 2 * LAYER_NORM_MACS_PER_ELEMENT * math.prod(input_shape)
 
 
+def _onednn_off():
+    """oneDNN off, and only that (``flags`` would also set its TF32 switch, which warns on CPU builds)."""
+    return torch.backends.mkldnn.flags(enabled=False, deterministic=None, allow_tf32=None, fp32_precision=None)
+
+
 def complexity(arch: Union[str, dict], size: Tuple[int, int] = (224, 224), num_classes: int = 1000) -> dict:
     """``params`` of the classifier and ``flops``, its multiply-adds for one image of ``size`` (height, width)."""
     model = DynaMixerNet(arch, num_classes=num_classes).eval()
     counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.native_layer_norm: _layer_norm_flops})
-    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False), counter:
+    with torch.no_grad(), _onednn_off(), counter:
         model(torch.zeros(1, 3, *size))
     return dict(params=sum(p.numel() for p in model.parameters()), flops=counter.get_total_flops() // 2)

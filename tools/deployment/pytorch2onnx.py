@@ -1,8 +1,8 @@
 """Export a DynaMixer classifier, or the backbone of a dense (mmdet / mmseg) config, to ONNX, and check the file
 against the eager model with onnxruntime before reporting success.
 
-    python tools/deployment/pytorch2onnx.py CONFIG [CHECKPOINT] --out FILE [--shape H W] [--batch N] [--dynamic]
-                                            [--check-shapes H W [H W ...]] [--rtol 1e-4]
+    python tools/deployment/pytorch2onnx.py CONFIG [CHECKPOINT] --out-file FILE [--size H W] [--batch N] [--dynamic]
+                                            [--sizes HxW [HxW ...]] [--rtol 1e-4]
 
 What is exported:
 - an mmpretrain ``ImageClassifier`` config: images -> logits (``model(images, mode='tensor')``);
@@ -11,30 +11,30 @@ What is exported:
 Both take float32 images (N, 3, H, W) already normalised as the config's ``data_preprocessor`` does (its mean
 and std are printed); resizing, normalising and padding stay outside the graph, as in mmdeploy.
 
-torch's dynamo exporter (``torch.onnx.export(..., dynamo=True)``) traces the model at ``--shape``. With
+The export is :func:`mmdynamixer.export.export_onnx` (torch's dynamo exporter), traced at ``--size``. With
 ``--dynamic`` batch, height and width are inputs of the graph (traced at a batch of at least 2): padding amounts
-and window counts are computed in it, so one file is exact at every size (check it with ``--check-shapes``).
-Without it the file accepts exactly ``--batch`` x 3 x ``--shape`` and onnxruntime refuses other sizes.
+and window counts are computed in it, so one file is exact at every size. Without it the file accepts exactly
+``--batch`` x 3 x ``--size``, and ``--sizes`` is refused.
 
-The check runs the file in onnxruntime (CPU) and the eager model on the same random images at ``--shape`` and each
-``--check-shapes`` size (default with ``--dynamic``: 224 x 224 and two odd sizes), prints the largest absolute and
-relative difference (relative to the largest eager output) per output, and fails (exit status 1) when a relative
-difference exceeds ``--rtol``. The file is exported beside ``--out`` under a temporary name and renamed to ``--out``
-only when the check passes: a failed export or check leaves an existing ``--out`` as it was. Without CHECKPOINT the
-weights are random: useful to try the export, not to deploy.
+The check runs the file in onnxruntime (CPU) and the eager model on the same random images at ``--size`` and each
+of ``--sizes`` (with ``--dynamic``; default 224x224 231x350 333x517), at ``--batch`` and ``--batch`` + 1, prints
+the largest absolute and relative difference (relative to the largest eager output) per output, and fails (exit
+status 1) when a relative difference exceeds ``--rtol``. The file is written beside ``--out-file`` under a
+temporary name and renamed to it only when the check passes: a failed export or check leaves an existing
+``--out-file`` as it was. Without CHECKPOINT the weights are random: useful to try the export, not to deploy.
+Old flags ``--out``, ``--shape H W`` and ``--check-shapes H W ...`` still work for one release, with a warning.
 """
 import argparse
-import contextlib
-import os
 import os.path as osp
 import sys
 import time
-import uuid
 
 import torch
 from torch import nn
 
-DEFAULT_DYNAMIC_CHECKS = [(224, 224), (231, 350), (333, 517)]
+from mmdynamixer.cli import add_deprecated_alias, add_size_argument, add_sizes_argument
+
+DEFAULT_DYNAMIC_CHECKS = ['224x224', '231x350', '333x517']
 
 
 class Classifier(nn.Module):
@@ -52,31 +52,35 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='classifier, detection or segmentation config')
     parser.add_argument('checkpoint', nargs='?', help="checkpoint of that config's model (default: random weights)")
-    parser.add_argument('--out', required=True, help='ONNX file to write')
-    parser.add_argument('--shape', nargs=2, type=int, default=[224, 224], metavar=('H', 'W'),
-                        help='image size to trace at (default 224 224)')
+    parser.add_argument('--out-file', help='ONNX file to write (required)')
+    add_size_argument(parser, help='image size to trace at')
     parser.add_argument('--batch', type=int, default=1, help='batch to trace at (default 1)')
     parser.add_argument('--dynamic', action='store_true', help='batch, height and width dynamic')
-    parser.add_argument('--check-shapes', nargs='+', type=int, metavar='H W',
-                        help='further sizes to check the file at, as H W pairs (needs --dynamic)')
+    add_sizes_argument(parser, DEFAULT_DYNAMIC_CHECKS, help='further sizes to check the file at (needs --dynamic)')
+    parser.set_defaults(sizes=None)  # the default applies with --dynamic only
     parser.add_argument('--rtol', type=float, default=1e-4,
                         help='largest allowed |onnx - eager| / max |eager| per output (default 1e-4)')
     parser.add_argument('--opset', type=int, help="ONNX opset (default: the exporter's)")
+    add_deprecated_alias(parser, '--out', '--out-file', 'out_file')
+    add_deprecated_alias(parser, '--shape', '--size H W', 'size', nargs=2, type=int, metavar=('H', 'W'))
+    add_deprecated_alias(parser, '--check-shapes', '--sizes HxW ...', 'sizes', nargs='+', type=int)
     args = parser.parse_args(argv)
+    if args.out_file is None:
+        parser.error('the following arguments are required: --out-file')
     if not osp.isfile(args.config):
         parser.error(f'CONFIG {args.config!r} is not a file')
-    if min(args.shape) < 1 or args.batch < 1:
-        parser.error(f'--shape {args.shape} and --batch {args.batch} must be positive')
-    if args.check_shapes is not None:
-        if not args.dynamic:
-            parser.error('--check-shapes needs --dynamic: a static file accepts only --batch x 3 x --shape')
-        if len(args.check_shapes) % 2 or min(args.check_shapes) < 1:
-            parser.error(f'--check-shapes takes positive H W pairs, got {args.check_shapes}')
-        args.check_shapes = list(zip(args.check_shapes[::2], args.check_shapes[1::2]))
-    elif args.dynamic:
-        args.check_shapes = DEFAULT_DYNAMIC_CHECKS
-    else:
-        args.check_shapes = []
+    args.size = tuple(args.size)
+    if min(args.size) < 1 or args.batch < 1:
+        parser.error(f'--size {args.size[0]} {args.size[1]} and --batch {args.batch} must be positive')
+    if args.sizes and isinstance(args.sizes[0], int):  # --check-shapes H W [H W ...]
+        if len(args.sizes) % 2 or min(args.sizes) < 1:
+            parser.error(f'--check-shapes takes positive H W pairs, got {args.sizes}')
+        args.sizes = list(zip(args.sizes[::2], args.sizes[1::2]))
+    if args.sizes is not None and not args.dynamic:
+        parser.error(f'--sizes {" ".join(f"{h}x{w}" for h, w in args.sizes)} needs --dynamic: a static file accepts '
+                     f'only --batch x 3 x --size ({args.batch}x3x{args.size[0]}x{args.size[1]})')
+    if args.sizes is None:
+        args.sizes = [tuple(map(int, s.split('x'))) for s in DEFAULT_DYNAMIC_CHECKS] if args.dynamic else []
     return parser, args
 
 
@@ -112,37 +116,12 @@ def build(cfg, checkpoint):
     return module.eval(), names
 
 
-def check(path, module, names, sizes, batch, rtol):
-    """Run the ONNX file and the eager model on the same images; returns the worst relative difference."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
-    input_name = session.get_inputs()[0].name
-    gen = torch.Generator().manual_seed(0)
-    worst = 0.0
-    for height, width in sizes:
-        images = torch.randn(batch, 3, height, width, generator=gen)
-        with torch.no_grad():
-            expected = module(images)
-        expected = expected if isinstance(expected, (tuple, list)) else (expected,)
-        actual = session.run(None, {input_name: images.numpy()})
-        for name, ours, theirs in zip(names, actual, expected):
-            if tuple(ours.shape) != tuple(theirs.shape):
-                raise ValueError(f'{height}x{width}: output {name} has shape {ours.shape} in onnxruntime, '
-                                 f'{tuple(theirs.shape)} in eager')
-            abs_diff = (torch.from_numpy(ours) - theirs).abs().max().item()
-            rel_diff = abs_diff / max(theirs.abs().max().item(), 1e-12)
-            worst = max(worst, rel_diff)
-            print(f'  {batch}x3x{height}x{width} {name} {tuple(ours.shape)}: max abs diff {abs_diff:.2e}, '
-                  f'max rel diff {rel_diff:.2e}{"" if rel_diff <= rtol else f"  > rtol {rtol:.0e}"}')
-    return worst
-
-
 def main(argv=None):
     parser, args = parse_args(argv)
     from mmengine.config import Config
 
     import mmdynamixer  # noqa: F401  (registers DynaMixer and the checkpoint types)
+    from mmdynamixer.export import ExportMismatch, export_onnx
 
     cfg = Config.fromfile(args.config)
     try:
@@ -152,40 +131,27 @@ def main(argv=None):
     preprocessor = cfg.get('data_preprocessor') or cfg.model.get('data_preprocessor') or {}
     print(f'{args.config}: exporting {"logits" if names == ["logits"] else ", ".join(names)}; inputs normalised '
           f'with mean {preprocessor.get("mean")}, std {preprocessor.get("std")}'
-          f'{"" if args.checkpoint else " (no CHECKPOINT: random weights)"}')
+          f'{"" if args.checkpoint else " (no CHECKPOINT: random weights)"}', flush=True)
 
-    # A dynamic graph is traced at a batch of at least 2: traced at 1, the classifier's graph kept a 1 in a reshape.
-    example = torch.randn(max(args.batch, 2) if args.dynamic else args.batch, 3, *args.shape)
-    # Dim.DYNAMIC, not a named Dim: a declared range makes export prove every guard on it, and its solver cannot
-    # prove e.g. ceil(width / 7) > 0.
-    dims = {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
+    batches = [args.batch] + ([args.batch + 1] if args.dynamic else [])
+    shapes = [(batch, *size) for batch in batches for size in [args.size] + args.sizes]
     start = time.perf_counter()
-    folder = osp.dirname(osp.abspath(args.out))
-    os.makedirs(folder, exist_ok=True)
-    # Renamed to --out once checked.
-    candidate = osp.join(folder, f'.{osp.basename(args.out)}.{uuid.uuid4().hex[:12]}.onnx')
     try:
-        # external_data=False: the weights inside the file (they are far below ONNX's 2 GB limit), so that renaming
-        # it is the whole write; torch's default puts them in a second file named after this temporary one.
-        torch.onnx.export(module, (example,), candidate, dynamo=True, external_data=False,
-                          dynamic_shapes=(dims,) if args.dynamic else None, input_names=['images'],
-                          output_names=names, opset_version=args.opset, verbose=False)
-        print(f'exported {args.out} ({osp.getsize(candidate) / 2**20:.1f} MiB) in {time.perf_counter() - start:.0f} '
-              f's; checking it against eager with onnxruntime before writing it:')
-
-        sizes = [tuple(args.shape)] + [s for s in args.check_shapes if s != tuple(args.shape)]
-        batches = [args.batch] + ([args.batch + 1] if args.dynamic else [])
-        worst = max(check(candidate, module, names, sizes, batch, args.rtol) for batch in batches)
-        if worst > args.rtol:
-            print(f'FAILED: onnxruntime differs from eager by {worst:.2e} (relative) > --rtol {args.rtol:.0e}; '
-                  f'{args.out} not written', file=sys.stderr)
-            sys.exit(1)
-        os.replace(candidate, args.out)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(candidate)
-    print(f'OK: {args.out} matches eager within {worst:.2e} (relative) at {len(sizes)} size(s) x batch '
-          f'{"/".join(map(str, batches))}')
+        differences = export_onnx(module, args.out_file, args.size, args.batch, args.dynamic, names, shapes,
+                                  args.rtol, args.opset)
+        failed = None
+    except ExportMismatch as error:
+        differences, failed = error.differences, error
+    print(f'exported and checked against eager in onnxruntime in {time.perf_counter() - start:.0f} s:')
+    for d in differences:
+        over = '' if d.rel_diff <= args.rtol else f'  > rtol {args.rtol:.0e}'
+        print(f'  {"x".join(map(str, (d.shape[0], 3) + d.shape[1:]))} {d.output} {d.output_shape}: max abs diff '
+              f'{d.abs_diff:.2e}, max rel diff {d.rel_diff:.2e}{over}')
+    if failed is not None:
+        print(f'FAILED: {failed}', file=sys.stderr)
+        sys.exit(1)
+    print(f'OK: {args.out_file} matches eager within {max(d.rel_diff for d in differences):.2e} (relative) at '
+          f'{len(args.sizes) + 1} size(s) x batch {"/".join(map(str, batches))}')
 
 
 if __name__ == '__main__':
