@@ -3,107 +3,96 @@
     python tools/analysis/benchmark_dense.py --arch s                    # 512x512, 800x1333 and a sweep
     python tools/analysis/benchmark_dense.py --arch l --sizes 512x512 800x1333 --device cuda --batch 2
 
-Prints a markdown table: milliseconds per forward (fastest and median of --repeat after --warmup),
+Prints a markdown table per arch: milliseconds per forward (fastest and median of --repeat after --warmup),
 peak memory of the forward, and both per megapixel. With each DynaMixer operation running over
 windows of its L tokens, the cost per pixel is constant up to the padding of each axis to a multiple of L (the
 "window padding" column: token-mixing work with padded windows over that without, at the first and
 the last stage), so ms / MP stays flat as the image grows; the least-squares line of time against
-megapixels is printed below the table.
+megapixels is printed below the table. --out-file also writes the rows as JSON.
 
-Memory: on CUDA, ``torch.cuda.max_memory_allocated`` during the forward minus what was allocated
-before it. On CPU, tracemalloc does not see torch's allocator, so each size runs in a fresh process
-and the peak resident set (``ru_maxrss``) is compared with the resident set after the model was built.
-Only the backbone runs (no neck or head), in inference mode, as the dense configs build it
-(``final_norm=False``, ``out_indices`` of the stride-7 and stride-14 outputs).
+Time and memory are measured by :mod:`mmdynamixer.benchmarking`: on CUDA ``torch.cuda.max_memory_allocated``
+during a forward minus what was allocated before it; on CPU each size's forward is built and run again in a fresh
+process, and its peak resident set after the warm-up is compared with the resident set after building the model and
+the input. Only the backbone runs (no neck or head), in inference mode, as the dense configs build it
+(``final_norm=False``, ``out_indices`` the last stage of each stride: S and L (0, 3), M (1, 3)).
 
 On a CPU that other processes are using, pass ``--threads`` below the number of idle cores (e.g.
 ``--threads 1``): torch's OpenMP threads wait at every op for a descheduled sibling, which made
 2-thread forwards up to 10x slower (and erratic) on a busy 2-core machine.
 """
 import argparse
-import gc
+import functools
 import json
 import math
-import os
-import os.path as osp
-import resource
-import subprocess
-import sys
-import time
+from pathlib import Path
 
 import torch
 
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
-from mmdynamixer.models.dynamixer import DynaMixerNet, resolve_arch, stage_strides  # noqa: E402
+from mmdynamixer import benchmarking
+from mmdynamixer.cli import add_arch_argument, add_device_argument, add_sizes_argument, arch_label
+from mmdynamixer.models import DynaMixerNet, resolve_arch
+from mmdynamixer.models.dynamixer import stage_strides
 
 DEFAULT_SIZES = ['224x224', '448x448', '512x512', '672x672', '800x1333', '896x896', '1120x1120']
-DENSE_OUT_INDICES = {'s': (0, 3), 'm': (1, 3), 'l': (0, 3)}
-
-
-def parse_size(text: str):
-    try:
-        height, width = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'size {text!r} is not HxW, e.g. 800x1333') from None
-    return height, width
+# What the fresh processes of the CPU memory measurements start with.
+PRELOAD = ['mmdynamixer.models']
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Benchmark the DynaMixer backbone at dense-prediction sizes')
-    parser.add_argument('--arch', default='s', choices=['s', 'm', 'l'])
-    parser.add_argument('--sizes', nargs='+', type=parse_size, default=[parse_size(s) for s in DEFAULT_SIZES],
-                        help='input sizes as HxW (default: %(default)s)')
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arch_argument(parser)
+    add_sizes_argument(parser, DEFAULT_SIZES)
     parser.add_argument('--batch', type=int, default=1)
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    add_device_argument(parser)
     parser.add_argument('--warmup', type=int, default=1, help='untimed forwards per size')
     parser.add_argument('--repeat', type=int, default=3, help='timed forwards per size (fastest and median reported)')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
-    parser.add_argument('--child', type=parse_size, help=argparse.SUPPRESS)  # one CPU measurement
-    return parser.parse_args(argv)
+    parser.add_argument('--out-file', help='also write the rows here (JSON)')
+    args = parser.parse_args(argv)
+    if args.batch < 1 or args.repeat < 1 or args.warmup < 0:
+        parser.error(f'--batch {args.batch} and --repeat {args.repeat} must be at least 1, --warmup {args.warmup} '
+                     f'at least 0')
+    return args
 
 
-def build(arch: str, device: str) -> DynaMixerNet:
-    model = DynaMixerNet(arch, num_classes=0, out_indices=DENSE_OUT_INDICES[arch], final_norm=False)
+def dense_out_indices(arch) -> tuple:
+    """The last stage of each stride, as the dense configs take them."""
+    strides = stage_strides(resolve_arch(arch))
+    return tuple(i for i, stride in enumerate(strides) if i == len(strides) - 1 or strides[i + 1] != stride)
+
+
+def build(arch, device) -> DynaMixerNet:
+    model = DynaMixerNet(arch, num_classes=0, out_indices=dense_out_indices(arch), final_norm=False)
     return model.eval().to(device)
 
 
-def rss_kib() -> int:
-    """Current resident set of this process (KiB)."""
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') // 1024
+def forward_step(model: DynaMixerNet, batch: int, size, device):
+    """One inference forward of the backbone on a random batch of ``size`` (height, width)."""
+    x = torch.randn(batch, 3, *size, device=device)
+
+    def step():
+        with torch.inference_mode():
+            model.forward_features(x)
+    return step
 
 
-def measure(model: DynaMixerNet, size, args) -> dict:
+def new_forward_step(arch, batch, size):
+    """:func:`forward_step` of a model built from scratch on CPU, for a fresh process."""
+    return forward_step(build(arch, 'cpu'), batch, size, torch.device('cpu'))
+
+
+def measure(model, arch, size, args) -> dict:
     """Fastest and median forward time (ms) and peak forward memory (MiB) for one input size."""
-    height, width = size
     device = torch.device(args.device)
-    x = torch.randn(args.batch, 3, height, width, device=device)
-    cuda = device.type == 'cuda'
-    times = []
-    with torch.inference_mode():
-        gc.collect()
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats(device)
-            base = torch.cuda.memory_allocated(device)
-        else:
-            base = rss_kib()
-        for i in range(args.warmup + args.repeat):
-            if cuda:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            outs = model.forward_features(x)
-            if cuda:
-                torch.cuda.synchronize()
-            if i >= args.warmup:
-                times.append((time.perf_counter() - start) * 1e3)
-            del outs
-        if cuda:
-            peak_mib = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-        else:
-            peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-    times.sort()
-    return dict(height=height, width=width, ms_min=times[0], ms_median=times[len(times) // 2], peak_mib=peak_mib)
+    step = forward_step(model, args.batch, size, device)
+    timing = benchmarking.alternate({'forward': step}, device, args.warmup, args.repeat)['forward']
+    if device.type == 'cuda':
+        peak_mib = benchmarking.cuda_peak_mib(step, device, warmup=0)
+    else:
+        peak_mib = benchmarking.fresh_process_peak_mib(functools.partial(new_forward_step, arch, args.batch, size),
+                                                       args.warmup, args.threads, PRELOAD)
+    return dict(height=size[0], width=size[1], ms_min=timing.fastest * 1e3, ms_median=timing.median * 1e3,
+                ms=[t * 1e3 for t in timing.seconds], peak_mib=peak_mib)
 
 
 def window_padding(arch: dict, height: int, width: int) -> str:
@@ -122,24 +111,6 @@ def window_padding(arch: dict, height: int, width: int) -> str:
     return ' / '.join(f'{v:.2f}' for v in values)
 
 
-def run_child(args) -> None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = build(args.arch, args.device)
-    print(json.dumps(measure(model, args.child, args)))
-
-
-def run_cpu_in_subprocess(size, args) -> dict:
-    cmd = [sys.executable, osp.abspath(__file__), '--arch', args.arch, '--batch', str(args.batch), '--device',
-           args.device, '--warmup', str(args.warmup), '--repeat', str(args.repeat), '--child', f'{size[0]}x{size[1]}']
-    if args.threads:
-        cmd += ['--threads', str(args.threads)]
-    run = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if run.returncode != 0:
-        raise RuntimeError(f'benchmark of {size[0]}x{size[1]} failed:\n{run.stderr[-3000:]}')
-    return json.loads(run.stdout.strip().splitlines()[-1])
-
-
 def fit_line(xs, ys):
     """Least squares y = a x + b and R^2."""
     n = len(xs)
@@ -156,41 +127,44 @@ def fit_line(xs, ys):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.child is not None:
-        run_child(args)
-        return
-    cuda = torch.device(args.device).type == 'cuda'
-    arch = resolve_arch(args.arch)
-    if cuda:
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        model = build(args.arch, args.device)
-        rows = [measure(model, size, args) for size in args.sizes]
-        device = torch.cuda.get_device_name(torch.device(args.device))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == 'cuda':
+        device_name = torch.cuda.get_device_name(device)
         memory = 'peak CUDA memory allocated by the forward'
     else:
-        rows = [run_cpu_in_subprocess(size, args) for size in args.sizes]
-        device = f'CPU, {args.threads or torch.get_num_threads()} threads'
-        memory = 'peak RSS of the forward over the process after building the model'
-    print(f'DynaMixer-{args.arch.upper()} backbone (out_indices {DENSE_OUT_INDICES[args.arch]}, strides 7 and 14), '
-          f'batch {args.batch}, {device}, torch {torch.__version__}; fastest and median of {args.repeat} forwards '
-          f'after {args.warmup} warm-up (ms / MP from the fastest: the least disturbed by other load); '
-          f'memory: {memory}.\n')
-    print('| input (H x W) | megapixels | stride-7 / stride-14 maps | window padding | ms (min) | ms (median) '
-          '| ms / MP (min) | peak MiB | MiB / MP |')
-    print('|---|---:|---|---:|---:|---:|---:|---:|---:|')
-    megapixels = []
-    for row in rows:
-        h, w = row['height'], row['width']
-        mp = args.batch * h * w / 1e6
-        megapixels.append(mp)
-        maps = (f'{math.ceil(h / 7)}x{math.ceil(w / 7)} / {math.ceil(h / 14)}x{math.ceil(w / 14)}')
-        print(f'| {h} x {w} | {mp:.3f} | {maps} | {window_padding(arch, h, w)} | {row["ms_min"]:.1f} '
-              f'| {row["ms_median"]:.1f} | {row["ms_min"] / mp:.1f} | {row["peak_mib"]:.0f} '
-              f'| {row["peak_mib"] / mp:.0f} |')
-    slope, intercept, r2 = fit_line(megapixels, [row['ms_min'] for row in rows])
-    print(f'\nLeast squares of the fastest times over the sizes: ms = {slope:.1f} x MP {intercept:+.1f}, '
-          f'R^2 = {r2:.4f}')
+        device_name = f'CPU, {torch.get_num_threads()} threads'
+        memory = 'peak RSS of the forward (fresh process) over the RSS after building the model and the input'
+    report = []
+    for arch in args.arch:
+        model = build(arch, device)
+        rows = [measure(model, arch, size, args) for size in args.sizes]
+        del model
+        out_indices = dense_out_indices(arch)
+        print(f'DynaMixer-{arch_label(arch)} backbone (out_indices {out_indices}, strides '
+              f'{sorted(set(stage_strides(resolve_arch(arch))))}), batch {args.batch}, {device_name}, torch '
+              f'{torch.__version__}; fastest and median of {args.repeat} forwards after {args.warmup} warm-up '
+              f'(ms / MP from the fastest: the least disturbed by other load); memory: {memory}.\n')
+        print('| input (H x W) | megapixels | stride-7 / stride-14 maps | window padding | ms (min) | ms (median) '
+              '| ms / MP (min) | peak MiB | MiB / MP |')
+        print('|---|---:|---|---:|---:|---:|---:|---:|---:|')
+        megapixels = []
+        for row in rows:
+            h, w = row['height'], row['width']
+            mp = args.batch * h * w / 1e6
+            megapixels.append(mp)
+            maps = f'{math.ceil(h / 7)}x{math.ceil(w / 7)} / {math.ceil(h / 14)}x{math.ceil(w / 14)}'
+            print(f'| {h} x {w} | {mp:.3f} | {maps} | {window_padding(resolve_arch(arch), h, w)} '
+                  f'| {row["ms_min"]:.1f} | {row["ms_median"]:.1f} | {row["ms_min"] / mp:.1f} | {row["peak_mib"]:.0f} '
+                  f'| {row["peak_mib"] / mp:.0f} |')
+        slope, intercept, r2 = fit_line(megapixels, [row['ms_min'] for row in rows])
+        print(f'\nLeast squares of the fastest times over the sizes: ms = {slope:.1f} x MP {intercept:+.1f}, '
+              f'R^2 = {r2:.4f}\n')
+        report.append(dict(arch=arch, out_indices=out_indices, batch=args.batch, device=device_name, rows=rows,
+                           fit=dict(ms_per_mp=slope, ms_at_0=intercept, r2=r2)))
+    if args.out_file:
+        Path(args.out_file).write_text(json.dumps(report, indent=2))
 
 
 if __name__ == '__main__':
