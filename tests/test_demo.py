@@ -1,6 +1,7 @@
-"""The digits demo's ending: tools/demo/image_demo.py on a held-out digit with a checkpoint trained by
-tools/train.py (printed top-k, a valid PNG, the checkpoint's own prediction), and tools/demo/summarize_run.py on
-that run and on fabricated work_dirs (its summary and its training curves PNG)."""
+"""The digits demo's tools: tools/demo/image_demo.py on a held-out digit with a checkpoint trained by
+tools/train.py (printed top-k, a valid PNG, the checkpoint's own prediction), tools/demo/summarize_run.py on
+that run and on fabricated work_dirs (its summary and its training curves PNG), prepare_digits.py's sizes,
+dynamixer_resample.py on the trained checkpoint, and every tool's --help and deprecated flags."""
 import argparse
 import json
 import os
@@ -8,6 +9,7 @@ import runpy
 import shlex
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -196,22 +198,22 @@ def test_curves_option(tmp_path, repo):
     work_dir = tmp_path / 'work_dir'
     _fabricate_run(work_dir, {'20240101_120000': [(10, 50.0)]}, ['epoch_10.pth'], pointer='epoch_10.pth')
     chosen = tmp_path / 'plots' / 'new' / 'run.png'  # its folders are created
-    run = summarize(repo, work_dir, '--curves', str(chosen))
+    run = summarize(repo, work_dir, '--out-file', str(chosen))
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-1] == f'Training curves: {chosen}'
     assert_png(chosen, CURVES_PIXELS)
     assert not (work_dir / 'curves.png').exists()
 
     # Refused before anything is read or printed.
-    run = summarize(repo, work_dir, '--curves', str(tmp_path / 'run.jpg'))
+    run = summarize(repo, work_dir, '--out-file', str(tmp_path / 'run.jpg'))
     assert run.returncode == 2 and not run.stdout
-    assert f"--curves '{tmp_path / 'run.jpg'}' must name a .png file" in run.stderr
+    assert f"--out-file '{tmp_path / 'run.jpg'}' must name a .png file" in run.stderr
     (tmp_path / 'folder.png').mkdir()
-    run = summarize(repo, work_dir, '--curves', str(tmp_path / 'folder.png'))
-    assert run.returncode == 2 and f"--curves '{tmp_path / 'folder.png'}' is a folder" in run.stderr
+    run = summarize(repo, work_dir, '--out-file', str(tmp_path / 'folder.png'))
+    assert run.returncode == 2 and f"--out-file '{tmp_path / 'folder.png'}' is a folder" in run.stderr
     (tmp_path / 'a_file').write_text('')
-    run = summarize(repo, work_dir, '--curves', str(tmp_path / 'a_file' / 'run.png'))
-    assert run.returncode == 1 and f"cannot write --curves '{tmp_path / 'a_file' / 'run.png'}'" in run.stderr
+    run = summarize(repo, work_dir, '--out-file', str(tmp_path / 'a_file' / 'run.png'))
+    assert run.returncode == 1 and f"cannot write --out-file '{tmp_path / 'a_file' / 'run.png'}'" in run.stderr
 
 
 def test_tools_name_the_argument_that_cannot_be_used(tmp_path, repo, capsys):
@@ -235,3 +237,93 @@ def test_tools_name_the_argument_that_cannot_be_used(tmp_path, repo, capsys):
     Image.new('RGB', (5, 3), (200, 10, 0)).save(image)
     pixels = check_inputs(argparse.ArgumentParser(prog='tool'), image=str(image))  # the image it read, BGR
     assert pixels.shape == (3, 5, 3) and (pixels == [0, 10, 200]).all()
+
+
+def test_curves_old_flag_warns_and_still_works(tmp_path, repo):
+    work_dir = tmp_path / 'work_dir'
+    _fabricate_run(work_dir, {'20240101_120000': [(10, 50.0)]}, ['epoch_10.pth'], pointer='epoch_10.pth')
+    run = summarize(repo, work_dir, '--curves', str(tmp_path / 'old.png'))
+    assert run.returncode == 0, run.stderr
+    assert 'FutureWarning: --curves is deprecated and will be removed in the next release; use --out-file' in run.stderr
+    assert run.stdout.splitlines()[-1] == f'Training curves: {tmp_path / "old.png"}'
+    assert_png(tmp_path / 'old.png', CURVES_PIXELS)
+
+
+HELPED = ['tools/demo/image_demo.py', 'tools/demo/summarize_run.py', 'tools/demo/prepare_digits.py',
+          'tools/model_converters/dynamixer_resample.py', 'tools/model_converters/dynamixer_to_mmpretrain.py']
+
+
+def run_in_process(repo, tool, args, monkeypatch):
+    monkeypatch.setattr(sys, 'argv', [tool.rsplit('/', 1)[-1], *map(str, args)])
+    runpy.run_path(str(repo / tool), run_name='__main__')
+
+
+@pytest.mark.parametrize('tool', HELPED)
+def test_help(tool, repo, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_in_process(repo, tool, ['--help'], monkeypatch)
+    assert exit_info.value.code == 0
+    printed = ' '.join(capsys.readouterr().out.split())
+    assert printed.startswith(f'usage: {tool.rsplit("/", 1)[-1]} [-h]')
+    if tool == 'tools/demo/image_demo.py':
+        assert '--device DEVICE device to run on, e.g. cpu, cuda or cuda:1 (default: cuda when available, else cpu)' \
+            in printed
+
+
+def test_train_digits_help_sets_nothing_up(repo, tmp_path):
+    """--help answers before the script sets up .venv or writes data (run in a copy, so nothing else is there)."""
+    script = tmp_path / 'tools' / 'demo' / 'train_digits.sh'
+    script.parent.mkdir(parents=True)
+    script.write_bytes((repo / 'tools/demo/train_digits.sh').read_bytes())
+    run = subprocess.run(['bash', str(script), '--help'], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0 and run.stdout.startswith('usage: bash tools/demo/train_digits.sh'), run.stderr
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob('*')) == [
+        'tools', 'tools/demo', 'tools/demo/train_digits.sh']
+
+
+def test_prepare_digits_sizes_and_the_old_flag(repo, tmp_path, monkeypatch, capsys):
+    run_in_process(repo, 'tools/demo/prepare_digits.py', [tmp_path / 'wide', '--size', 30, 45], monkeypatch)
+    train, val = (list((tmp_path / 'wide').glob(f'{split}/*/*.png')) for split in ('train', 'val'))
+    assert len(train) + len(val) == 1797  # scikit-learn's digits, each once
+    assert capsys.readouterr().out.splitlines()[-1] == \
+        f'wrote {len(train)} training and {len(val)} held-out images under {tmp_path / "wide"}'
+    assert {Image.open(p).size for p in train + val} == {(45, 30)}  # PIL's (width, height): --size is height first
+    with pytest.warns(FutureWarning, match='--image-size is deprecated .* use --size'):
+        run_in_process(repo, 'tools/demo/prepare_digits.py', [tmp_path / 'old', '--image-size', 20], monkeypatch)
+    assert {Image.open(p).size for p in (tmp_path / 'old').glob('val/*/*.png')} == {(20, 20)}
+    for args, message in [(['--size', 0], '--size takes HEIGHT WIDTH (or one SIDE for a square) as positive '
+                                          'integers, got 0'),
+                          (['--image-size', -4], '--image-size -4 is not a positive number of pixels'),
+                          (['--val-fraction', 1.5], '--val-fraction must be in (0, 1), got 1.5')]:
+        with warnings.catch_warnings(), pytest.raises(SystemExit) as exit_info:
+            warnings.simplefilter('ignore', FutureWarning)
+            run_in_process(repo, 'tools/demo/prepare_digits.py', [tmp_path / 'bad', *args], monkeypatch)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / 'bad').exists()
+
+
+def test_resample_the_trained_checkpoint_to_another_size(trained, repo, tmp_path, monkeypatch, capsys):
+    """The fine-tuning step of the README: the digits checkpoint (56 px: 8 then 4 tokens per side) resampled for
+    84-pixel images, 12 then 6 tokens (84 / 7, then halved by the transition)."""
+    _, checkpoint = trained
+    tool = 'tools/model_converters/dynamixer_resample.py'
+    run_in_process(repo, tool, [checkpoint, tmp_path / 'new.pth', '--size', 84], monkeypatch)
+    assert capsys.readouterr().out.splitlines()[-1] == 'set the config\'s arch resolutions=[12, 6, 6, 6]'
+    new = torch.load(tmp_path / 'new.pth', weights_only=True)
+    assert new['meta']['resolutions'] == [12, 6, 6, 6] and new['meta']['resolution'] == 84
+    generate = new['state_dict']['backbone.network.0.0.attn.mix_h.generate.weight']
+    assert generate.shape == (12 * 12, 12 * 2)  # seq_len x seq_len out, seq_len x reduced_dim (2) in
+
+    with pytest.warns(FutureWarning, match='--resolution is deprecated .* use --size'):
+        run_in_process(repo, tool, [checkpoint, tmp_path / 'old.pth', '--resolution', 84], monkeypatch)
+    old = torch.load(tmp_path / 'old.pth', weights_only=True)
+    assert old['state_dict'].keys() == new['state_dict'].keys()
+    assert all(torch.equal(old['state_dict'][k], v) for k, v in new['state_dict'].items())
+
+    for args, message in [(['--size', 84, 112], '--size 84 112 is not square: a DynaMixer arch has one token count '
+                                                'per stage for both axes (resolutions), so give one side'),
+                          ([], '--size is required')]:
+        with pytest.raises(SystemExit) as exit_info:
+            run_in_process(repo, tool, [checkpoint, tmp_path / 'bad.pth', *args], monkeypatch)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / 'bad.pth').exists()

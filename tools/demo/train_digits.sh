@@ -5,6 +5,12 @@
 # drawing the training loss and validation top-1 curves into WORK_DIR/curves.png.
 # Extra args go to train.py (e.g. --work-dir, --cfg-options).
 set -euo pipefail
+if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
+    echo "usage: bash tools/demo/train_digits.sh [TRAIN_ARGS ...]"
+    echo "Sets up .venv, writes data/digits, trains the digits config on 2 CPU processes and summarizes the run;"
+    echo "TRAIN_ARGS go to tools/train.py (e.g. --work-dir DIR, --cfg-options KEY=VALUE)."
+    exit 0
+fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CONFIG=configs/dynamixer/dynamixer-tiny_2xb64_digits.py
 bash "$ROOT/tools/setup_env.sh"

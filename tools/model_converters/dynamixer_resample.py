@@ -17,6 +17,7 @@ import torch
 
 from mmdynamixer.checkpoints import generate_token_counts, read_checkpoint, release_state_dict, resample_generate
 from mmdynamixer.cli import add_deprecated_alias, add_size_argument
+from mmdynamixer.engine import mmengine_checkpoint_loading
 
 
 def main():
@@ -42,7 +43,8 @@ def main():
     resolution = height
 
     try:
-        state_dict = release_state_dict(read_checkpoint(args.src), use_ema=args.ema)
+        with mmengine_checkpoint_loading():  # what tools/train.py saves beside the weights (its message hub)
+            state_dict = release_state_dict(read_checkpoint(args.src), use_ema=args.ema)
         resolutions = list(generate_token_counts(state_dict, resolution).values())
         state_dict = resample_generate(state_dict, resolution)
     except (FileNotFoundError, ValueError) as error:
