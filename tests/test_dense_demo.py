@@ -301,3 +301,15 @@ def test_demos_refuse_a_missing_or_damaged_checkpoint(tool, image, tmp_path, mon
         error = capsys.readouterr().err.strip().splitlines()[-1]
         assert str(checkpoint) in error and message in error, error
     assert not (tmp_path / 'result.png').exists()
+
+
+@pytest.mark.parametrize('tool', [DET_DEMO, SEG_DEMO], ids=lambda t: t.stem)
+def test_help(tool, monkeypatch, capsys):
+    monkeypatch.setattr(sys, 'argv', [tool.name, '--help'])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(tool), run_name='__main__')
+    assert exit_info.value.code == 0
+    printed = ' '.join(capsys.readouterr().out.split())
+    assert printed.startswith(f'usage: {tool.name} [-h]')
+    assert '--device DEVICE device to run on, e.g. cpu, cuda or cuda:1 (default: cuda when available, else cpu)' \
+        in printed
