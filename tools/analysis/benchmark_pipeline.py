@@ -1,11 +1,11 @@
 """Throughput of the recipe's training input pipeline: images/s per CPU core, and epoch-start costs.
 
     python tools/analysis/benchmark_pipeline.py [--config configs/dynamixer/dynamixer-s_8xb256_in1k.py]
-        [--images 1024] [--batch 256] [--workers 1 2] [--epochs 3] [--image-size 500x375] [--json out.json]
+        [--images 1024] [--batch 256] [--workers 1 2] [--epochs 3] [--size 375 500] [--out-file out.json]
         [--cfg-options train_dataloader.collate_fn.type=pseudo_collate]
 
-Writes --images JPEGs of ImageNet-like size and weight (500 x 375, quality 90, about 110 KiB each, the
-mean of ImageNet's train files) to a temporary class-folder tree, then measures, with the config's
+Writes --images JPEGs of ImageNet-like size and weight (--size 375 500: height 375, width 500; quality 90; about
+110 KiB each, the mean of ImageNet's train files) to a temporary class-folder tree, then measures, with the config's
 train pipeline, dataloader settings and seed (only the dataset's folder is swapped in):
 
 1. each transform in this process, CPU ms per image (OpenCV single-threaded, as the config's env_cfg
@@ -49,26 +49,30 @@ from mmengine.runner import Runner
 from mmengine.utils.dl_utils import set_multi_processing
 from PIL import Image
 
+from mmdynamixer.cli import add_deprecated_alias, add_size_argument
+
 REPO = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 10
 
 
-def parse_size(text):
+def parse_width_by_height(text):
+    """The deprecated ``--image-size WIDTHxHEIGHT`` as ``(height, width)``."""
     try:
         width, height = (int(v) for v in text.lower().split('x'))
     except ValueError:
         raise argparse.ArgumentTypeError(f'image size {text!r} is not WIDTHxHEIGHT, e.g. 500x375') from None
-    return width, height
+    return height, width
 
 
 def write_images(root: Path, count: int, size, quality: int) -> float:
-    """``count`` JPEGs in class folders under ``root/train``; returns their mean size in KiB.
+    """``count`` JPEGs of ``size`` (height, width) in class folders under ``root/train``; returns their mean size
+    in KiB.
 
     Smooth random content (bicubic up-sampling of a 96-pixel-wide random image) plus pixel noise
     compresses like a photograph: about 110 KiB at 500 x 375 and quality 90.
     """
     rng = np.random.default_rng(0)
-    width, height = size
+    height, width = size
     total = 0
     for i in range(count):
         folder = root / 'train' / f'n{i % NUM_CLASSES:08d}'
@@ -178,10 +182,12 @@ def parse_args(argv):
     parser.add_argument('--batch', type=int, help="images per batch (default: the config's)")
     parser.add_argument('--workers', type=int, nargs='+', default=[1, 2], help='loader worker counts to time')
     parser.add_argument('--epochs', type=int, default=3, help='epochs per loader (fresh and persistent)')
-    parser.add_argument('--image-size', type=parse_size, default=(500, 375), help='WIDTHxHEIGHT of the JPEGs')
+    add_size_argument(parser, default=(375, 500), help='size of the JPEGs')
+    add_deprecated_alias(parser, '--image-size', '--size H W', 'size', type=parse_width_by_height)
     parser.add_argument('--quality', type=int, default=90, help='JPEG quality')
     parser.add_argument('--repeat', type=int, default=3, help='passes for the per-transform and preprocessor times')
-    parser.add_argument('--json', help='also write the results here')
+    parser.add_argument('--out-file', help='also write the results here (JSON)')
+    add_deprecated_alias(parser, '--json', '--out-file', 'out_file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override config settings, e.g. train_dataloader.collate_fn.type=pseudo_collate')
     args = parser.parse_args(argv)
@@ -214,7 +220,7 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory(prefix='pipeline_bench_') as tmp:
         root = Path(tmp)
-        mean_kib = write_images(root, args.images, args.image_size, args.quality)
+        mean_kib = write_images(root, args.images, args.size, args.quality)
         files = sorted((root / 'train').rglob('*.JPEG'))[:min(args.images, 256)]
         transforms = time_transforms(pipeline, files, args.repeat)
         loader_cfg = copy.deepcopy(cfg.train_dataloader.to_dict())
@@ -228,7 +234,7 @@ def main(argv=None):
     loadavg_after = os.getloadavg()
 
     per_image_ms = sum(transforms.values())
-    print(f'{args.images} JPEGs of {args.image_size[0]} x {args.image_size[1]}, quality {args.quality}, mean '
+    print(f'{args.images} JPEGs of {args.size[1]} x {args.size[0]} (width x height), quality {args.quality}, mean '
           f'{mean_kib:.0f} KiB; {Path(args.config).name}, batch {batch}; load average {loadavg_before[0]:.2f} '
           f'before, {loadavg_after[0]:.2f} after\n')
     print('| transform | CPU ms / image |')
@@ -248,9 +254,9 @@ def main(argv=None):
                          if name != 'normalise')
     print(f"\nData preprocessor on a batch of {batch}, CPU ms with 1 torch thread: stack + normalise "
           f"{preprocessor['normalise']:.0f}; on top of that {augments}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(dict(
-            config=args.config, images=args.images, image_size=args.image_size, quality=args.quality,
+    if args.out_file:
+        Path(args.out_file).write_text(json.dumps(dict(
+            config=args.config, images=args.images, height=args.size[0], width=args.size[1], quality=args.quality,
             mean_kib=mean_kib, batch=batch, loadavg_before=loadavg_before, loadavg_after=loadavg_after,
             transforms_ms_per_image=transforms, pipeline_ms_per_image=per_image_ms, loaders=loaders,
             preprocessor_ms_per_batch=preprocessor), indent=2))

@@ -1,27 +1,30 @@
 """One-shot GPU check: DynaMixer-S/M/L (ours) against the release's forward, for speed and agreement.
 
-    python tools/analysis/gpu_check.py [--out-dir work_dirs/gpu_check] [--archs s m l] [--budget-s 420]
-    python tools/analysis/gpu_check.py --quick       # the same code on CPU in seconds (tiny arch, batch 2)
+    python tools/analysis/gpu_check.py [--out-dir work_dirs/gpu_check] [--arch s m l] [--budget-s 420]
+    python tools/analysis/gpu_check.py --quick --device cpu   # the same code in seconds (tiny arch, batch 2)
 
 Needs torch and this repository's model package only (no OpenMMLab stack). Writes ``gpu_check.json`` and
 ``gpu_check.md`` to ``--out-dir`` and exits 1 if an output of ours is not finite or strays from the release's
 beyond the tolerance of its precision.
 
-Rows: each arch, ours and the release (``mmdynamixer.testing.release_reference``), inference and a training step
+Rows: each arch, ours and the release (``mmdynamixer.release_reference``), inference and a training step
 (forward, cross-entropy, backward, AdamW; float16 with a GradScaler, as the recipe's loss scaler), at the
 recipe's per-GPU batch (S 256, M 128, L 64; halved on out-of-memory, recorded), in
 - ``fp32``: float32, TF32 off for matmuls and convolutions; ``tf32``: float32 with TF32 on for both;
 - ``bf16``, ``fp16``: autocast (torch's defaults otherwise: TF32 off for matmuls, on for convolutions);
 - eager, and ``torch.compile`` (``dynamic=False``) of each layer (``--compile-scope layer``, one compiled graph
   per stage's shapes, fast to compile) or of the whole model (``model``).
-Each row reports images/s (warm-up steps, then steps until ``--min-time`` seconds have passed), achieved TFLOP/s
-(the spec's 7.32 / 17.02 / 27.40 GMACs per 224 x 224 image, 2 FLOPs per multiply-add, x3 for a training step)
-and its fraction of the matmul peak measured here for that precision, peak memory (CUDA's max allocated during
-the timed steps: weights, optimizer state, activations), and ``rel_diff``: max |logits - release's float32 logits|
+Each row reports images/s (the median step of :func:`mmdynamixer.benchmarking.time_for`: warm-up steps, then
+synchronised steps until ``--min-time`` seconds have passed), achieved TFLOP/s (2 FLOPs per multiply-add of
+:func:`mmdynamixer.analysis.complexity`, 7.32 / 17.02 / 27.40 G per 224 x 224 image for S / M / L, x3 for a training
+step) and its fraction of the matmul peak measured here for that precision, peak memory (CUDA:
+:func:`mmdynamixer.benchmarking.cuda_peak_mib` of a step after the warm-up, beyond the weights and the batch:
+activations, gradients, optimizer state; not measured on CPU), and ``rel_diff``: max |logits - release's float32 logits|
 / max |release's logits| on the same images and weights (the first step's forward for training rows). A row of ours
 is ``ok`` when its logits are finite and its ``rel_diff`` is within the larger of :data:`TOLERANCE` for its
 precision and twice the release's own ``rel_diff`` in the same setting. Rows run in order of priority (eager
-before compiled, bf16 first); rows that would pass ``--budget-s`` are recorded as skipped.
+before compiled, bf16 first); rows that would pass ``--budget-s`` are recorded as skipped. ``--quick`` runs a
+tiny arch at batch 2 in fp32 and bf16, eager, on ``--device`` (default: cuda when available, else cpu).
 """
 import argparse
 import datetime
@@ -38,12 +41,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from mmdynamixer import benchmarking
+from mmdynamixer.analysis import complexity
+from mmdynamixer.cli import (add_arch_argument, add_deprecated_alias, add_device_argument, add_precision_argument,
+                             parse_arch)
 from mmdynamixer.models import DynaMixerLayer, DynaMixerNet, resolve_arch
-from mmdynamixer.testing.models import TINY_ARCH, perturbed
-from mmdynamixer.testing.release_reference import RefDynaMixer, RefLayer
+from mmdynamixer.release_reference import RefDynaMixer, RefLayer
 
-# Multiply-adds per 224 x 224 image (docs: dynamixer-spec.md) and the recipe's images per GPU.
-SPEC_GMACS = {'s': 7.32, 'm': 17.02, 'l': 27.40}
+# --quick's arch: S's layout (transition after stage 1) at 56 x 56, milliseconds a step.
+QUICK_ARCH = dict(layers=[1, 1, 1, 1], embed_dims=[16, 32, 32, 32], resolutions=[8, 4, 4, 4],
+                  num_segments=[2, 4, 4, 4], reduced_dims=[2, 2, 2, 2],
+                  transitions=[True, False, False, False], mlp_ratios=[3, 3, 3, 3])
+# The recipe's images per GPU.
 RECIPE_BATCH = {'s': 256, 'm': 128, 'l': 64}
 PATCH_SIZE = 7
 AUTOCAST = {'fp32': None, 'tf32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -62,42 +71,29 @@ def set_tf32(precision: str) -> None:
 
 
 def measure_matmul_peak(device: torch.device, precision: str, size: int, min_time: float) -> float:
-    """TFLOP/s of a size^3 matmul in the precision's dtype (and TF32 setting) on ``device``."""
+    """TFLOP/s of a size^3 matmul in the precision's dtype (and TF32 setting) on ``device``: the median step."""
     set_tf32(precision)
     a = torch.randn(size, size, device=device, dtype=MATMUL_DTYPE[precision])
     b = torch.randn(size, size, device=device, dtype=MATMUL_DTYPE[precision])
     for _ in range(3):
         a @ b
-    steps, elapsed = timed_steps(lambda: a @ b, device, min_time, max_steps=200)
-    return 2 * size ** 3 * steps / elapsed / 1e12
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def timed_steps(step, device, min_time: float, max_steps: int, min_steps: int = 3):
-    """Run ``step`` until ``min_time`` seconds (at least ``min_steps``, at most ``max_steps`` times):
-    (steps, seconds)."""
-    synchronize(device)
-    start, steps = time.perf_counter(), 0
-    while steps < min_steps or (steps < max_steps and time.perf_counter() - start < min_time):
-        step()
-        steps += 1
-    synchronize(device)
-    return steps, time.perf_counter() - start
+    timing = benchmarking.time_for(lambda: a @ b, device, min_time, max_steps=200)
+    return 2 * size ** 3 / timing.median / 1e12
 
 
 def forward_flops(arch, image_size: int) -> float:
-    """FLOPs of one image's forward: the spec's for s/m/l, else counted on the release's forward."""
-    if isinstance(arch, str) and arch in SPEC_GMACS:
-        return 2 * SPEC_GMACS[arch] * 1e9
-    from torch.utils.flop_counter import FlopCounterMode
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        RefDynaMixer(resolve_arch(arch)).eval()(torch.zeros(1, 3, image_size, image_size))
-    return float(counter.get_total_flops())
+    """FLOPs of one image's forward: 2 per multiply-add of :func:`mmdynamixer.analysis.complexity`."""
+    return 2.0 * complexity(arch, (image_size, image_size))['flops']
+
+
+def perturbed_state(arch, seed: int = 0) -> dict:
+    """Weights of ours moved off their initial values (so zero biases and unit norms hide no disagreement)."""
+    torch.manual_seed(seed)
+    model = DynaMixerNet(arch)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.state_dict()
 
 
 def build(impl: str, arch, state: dict, device, compile_scope):
@@ -183,22 +179,29 @@ def measure(row, arch, state, device, args, batch, reference_cache) -> dict:
     compile_scope = args.compile_scope if row['compile'] else None
     model = build(row['impl'], arch, state, device, compile_scope)
     step = make_step(model, row['mode'], row['precision'], images, labels)
-    first = step().float()  # the first forward: the weights the reference holds (compiles, if compiled)
-    for _ in range(args.warmup - 1):
-        step()
+    outputs = []
+
+    def step_keeping_first():  # the first forward: the weights the reference holds (compiles, if compiled)
+        logits = step()
+        if not outputs:
+            outputs.append(logits.float())
+
     if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-    steps, elapsed = timed_steps(step, device, args.min_time, args.max_steps)
-    last = step().float()
+        peak_memory_mib = benchmarking.cuda_peak_mib(step_keeping_first, device, args.warmup)
+    else:
+        for _ in range(args.warmup):
+            step_keeping_first()
+        peak_memory_mib = None
+    timing = benchmarking.time_for(step, device, args.min_time, args.max_steps)
+    first, last = outputs[0], step().float()
 
     flops = row['forward_flops'] * (3 if row['mode'] == 'train' else 1)
-    images_per_s = batch * steps / elapsed
+    images_per_s = batch / timing.median
     rel_diff = ((first - reference).abs().max() / reference.abs().max()).item()
     finite = bool(torch.isfinite(first).all() and torch.isfinite(last).all())
     row.update(
-        status='done', batch=batch, steps=steps, images_per_s=images_per_s,
-        tflops=images_per_s * flops / 1e12,
-        peak_memory_mib=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == 'cuda' else None,
+        status='done', batch=batch, steps=len(timing.seconds), step_s=timing.seconds, images_per_s=images_per_s,
+        tflops=images_per_s * flops / 1e12, peak_memory_mib=peak_memory_mib,
         rel_diff=rel_diff if math.isfinite(rel_diff) else None, finite=finite, seconds=time.perf_counter() - start)
     del model, step
     release_memory(device)
@@ -216,7 +219,7 @@ def plan_rows(args, archs):
     compiles = [False] + ([True] if args.compile else [])
     rows = []
     for compiled in compiles:
-        for precision in args.precisions:
+        for precision in args.precision:
             for name, arch in archs.items():
                 for mode in MODES:
                     for impl in IMPLEMENTATIONS:
@@ -282,9 +285,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out-dir', type=Path, default=Path('work_dirs/gpu_check'))
     parser.add_argument('--quick', action='store_true',
-                        help='CPU, tiny arch, batch 2, fp32 and bf16, eager only: the same code in seconds')
-    parser.add_argument('--archs', nargs='+', choices=sorted(SPEC_GMACS), default=['s', 'm', 'l'])
-    parser.add_argument('--precisions', nargs='+', choices=list(AUTOCAST), default=['bf16', 'fp16', 'tf32', 'fp32'])
+                        help='tiny arch, batch 2, fp32 and bf16, eager only: the same code in seconds')
+    add_arch_argument(parser, default=('s', 'm', 'l'))
+    add_precision_argument(parser, list(AUTOCAST), default=('bf16', 'fp16', 'tf32', 'fp32'))
+    add_device_argument(parser)
     parser.add_argument('--batch', type=int, help='images per step for every arch (default: the recipe\'s)')
     parser.add_argument('--no-compile', dest='compile', action='store_false', help='eager rows only')
     parser.add_argument('--compile-scope', choices=['layer', 'model'], default='layer')
@@ -293,10 +297,15 @@ def parse_args(argv=None):
     parser.add_argument('--max-steps', type=int, default=20)
     parser.add_argument('--budget-s', type=float, default=420.0,
                         help='rows that would end later than this many seconds after the start are skipped')
+    add_deprecated_alias(parser, '--archs', '--arch', 'arch', nargs='+', type=parse_arch)
+    add_deprecated_alias(parser, '--precisions', '--precision', 'precision', nargs='+', choices=list(AUTOCAST))
     args = parser.parse_args(argv)
     if args.quick:
-        args.precisions = [p for p in args.precisions if p in ('fp32', 'bf16')] or ['fp32', 'bf16']
+        args.precision = [p for p in args.precision if p in ('fp32', 'bf16')] or ['fp32', 'bf16']
         args.batch, args.compile, args.warmup, args.min_time, args.max_steps = args.batch or 2, False, 1, 0.0, 3
+    elif torch.device(args.device).type != 'cuda':
+        parser.error(f'--device {args.device}: the full check needs a CUDA device; --quick runs the same code on '
+                     f'any device in seconds')
     if args.batch is not None and args.batch < 1:
         parser.error(f'--batch must be at least 1, got {args.batch}')
     if args.warmup < 1:
@@ -307,24 +316,23 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
+    device = torch.device(args.device)
+    dynamo = None
     if args.quick:
-        device, archs, matmul_size, dynamo = torch.device('cpu'), {'tiny': TINY_ARCH}, 256, None
+        archs, matmul_size = {'tiny': QUICK_ARCH}, 256
     else:
-        if not torch.cuda.is_available():
-            print('gpu_check: no CUDA device visible; run with --quick for the CPU smoke run', file=sys.stderr)
-            return 2
-        device, archs, matmul_size = torch.device('cuda'), {name: name for name in args.archs}, 8192
+        archs = {arch if isinstance(arch, str) else f'custom{i}': arch for i, arch in enumerate(args.arch)}
+        matmul_size = 8192
         dynamo = importlib.import_module('torch._dynamo')
         for option in ('cache_size_limit', 'recompile_limit'):  # compiled rows recompile per shape and precision
             if hasattr(dynamo.config, option):
                 setattr(dynamo.config, option, 1024)
 
-    peaks = {p: measure_matmul_peak(device, p, matmul_size, min(args.min_time, 0.5)) for p in args.precisions}
+    peaks = {p: measure_matmul_peak(device, p, matmul_size, min(args.min_time, 0.5)) for p in args.precision}
     rows = plan_rows(args, archs)
     states = {}
     for name, arch in archs.items():
-        torch.manual_seed(0)
-        states[name] = perturbed(DynaMixerNet(arch)).state_dict()
+        states[name] = perturbed_state(arch)
         for row in rows:
             if row['arch'] == name:
                 row['forward_flops'] = forward_flops(arch, row['image_size'])
