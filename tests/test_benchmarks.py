@@ -1,107 +1,214 @@
-"""The analysis tools run on small archs and report what an independent measurement confirms."""
-import importlib.util
+"""The measuring harness (mmdynamixer.benchmarking), the FLOP count (mmdynamixer.analysis) and the analysis tools
+that use them, each run on its real path with a tiny arch; expected values come from clocks, sleeps, allocations
+and hand counts, not from the code under test."""
+import functools
 import json
+import runpy
+import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
 from PIL import Image
-from torch.utils.flop_counter import FlopCounterMode
 
+from mmdynamixer import benchmarking
+from mmdynamixer.analysis import complexity
 from mmdynamixer.models import DynaMixerNet
 from mmdynamixer.testing import TINY_ARCH, tool_env
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
 
 TOOLS = REPO / 'tools' / 'analysis'
 # Wide enough that AdamW's state (2 x 4 bytes per parameter, ~9 MiB) stands well above page-level noise.
 WIDE_ARCH = dict(TINY_ARCH, embed_dims=[64, 128, 128, 128], num_segments=[4, 8, 8, 8])
+# TINY_ARCH with M's strides (7, 7, 14, 14): the dense outputs are then stages 1 and 3.
+TINY_M_LAYOUT = dict(TINY_ARCH, resolutions=[8, 8, 4, 4], transitions=[False, True, False, False])
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def run_tool(*args, timeout=600):
+    run = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=tool_env(), capture_output=True,
+                         text=True, timeout=timeout)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
 
 
-def test_get_flops_linear_in_pixels(tmp_path, capsys):
-    """With windows of L tokens, all but the per-image costs grow with the pixels: 112 px costs 4x 56 px.
+def test_alternate_times_rounds_in_turn_and_reports_medians():
+    """Warm-up steps are untimed, then one timed step of each in turn per round; the median ignores an outlier."""
+    now, order = [0.0], []
+    durations = {'ours': iter([50.0, 1.0, 100.0, 2.0]), 'release': iter([60.0, 5.0, 5.0, 40.0])}
 
-    Per image: the head and each block's re-weighting MLP (D -> D/4 -> 3D on the mean-pooled features)."""
-    get_flops = load_tool('get_flops')
-    rows = {}
-    for size in (56, 112):
-        out = tmp_path / f'{size}.json'
-        get_flops.main(['--arch', json.dumps(TINY_ARCH), '--size', str(size), '--num-classes', '10',
-                        '--json', str(out)])
-        [rows[size]] = json.loads(out.read_text())
-    per_image = TINY_ARCH['embed_dims'][-1] * 10 + sum(
-        layers * dim * dim for layers, dim in zip(TINY_ARCH['layers'], TINY_ARCH['embed_dims']))
-    assert rows[112]['flops'] - per_image == pytest.approx(4 * (rows[56]['flops'] - per_image), rel=1e-5)
-    assert rows[56]['params'] == rows[112]['params'] == sum(
-        p.numel() for p in DynaMixerNet(TINY_ARCH, num_classes=10).parameters())
-    table = capsys.readouterr().out
-    assert f"| custom | {rows[56]['params'] / 1e6:.2f} | {rows[56]['flops'] / 1e9:.3f} |" in table
+    def step(name):
+        order.append(name)
+        now[0] += next(durations[name])
+
+    steps = {name: functools.partial(step, name) for name in durations}
+    times = benchmarking.alternate(steps, 'cpu', warmup=1, repeat=3, clock=lambda: now[0])
+    assert order == ['ours', 'release'] * 4
+    assert times['ours'].seconds == [1.0, 100.0, 2.0] and times['release'].seconds == [5.0, 5.0, 40.0]
+    assert (times['ours'].median, times['ours'].fastest, times['release'].median) == (2.0, 1.0, 5.0)
+
+
+@pytest.mark.parametrize('device, expected', [
+    ('cuda', ['sync', 'clock', 'step', 'sync', 'clock']),
+    ('cpu', ['clock', 'step', 'clock']),
+])
+def test_a_timed_step_ends_when_the_device_is_done(monkeypatch, device, expected):
+    """On CUDA the clock is read only after synchronising, before and after the step (which only queues work)."""
+    events = []
+    monkeypatch.setattr(torch.cuda, 'synchronize', lambda device=None: events.append('sync'))
+    benchmarking.time_step(lambda: events.append('step'), torch.device(device),
+                           clock=lambda: events.append('clock') or 0.0)
+    assert events == expected
+
+
+def test_a_sleeping_step_measures_its_sleep():
+    times = benchmarking.alternate({'20 ms': functools.partial(time.sleep, 0.02),
+                                    '60 ms': functools.partial(time.sleep, 0.06)}, 'cpu', warmup=1, repeat=5)
+    assert 0.02 <= times['20 ms'].median < 0.035
+    assert 0.06 <= times['60 ms'].median < 0.075
+
+
+def test_time_for_runs_until_the_time_is_spent():
+    now = [0.0]
+
+    def step():
+        now[0] += 0.3
+
+    times = benchmarking.time_for(step, 'cpu', min_time=1.0, max_steps=20, min_steps=2, clock=lambda: now[0])
+    assert len(times.seconds) == 4  # 0.9 s after three steps, 1.2 s after four
+    assert len(benchmarking.time_for(step, 'cpu', 100.0, max_steps=5, clock=lambda: now[0]).seconds) == 5
+
+
+def test_fresh_process_peak_is_what_the_step_allocates():
+    """A step that fills 96 MiB peaks at 96 MiB over the process before it, whatever the parent holds."""
+    held_by_parent = torch.ones(64 * 2**18)  # 64 MiB in this process: not the step's
+    make_step = functools.partial(functools.partial, torch.ones, 96 * 2**18)
+    peak = benchmarking.fresh_process_peak_mib(make_step, warmup=1, threads=1)
+    assert 96 <= peak < 96 + 8
+    assert benchmarking.fresh_process_peak_mib(functools.partial(functools.partial, torch.ones, 1), 1) < 8
+    del held_by_parent
+
+
+@pytest.mark.parametrize('size', [(56, 56), (112, 112), (56, 112)])
+def test_flop_count_equals_a_hand_count(hand_count_macs, size):
+    """112 px: two windows of L tokens per row and column at each stage."""
+    counts = complexity(TINY_ARCH, size, num_classes=10)
+    assert counts['flops'] == hand_count_macs(TINY_ARCH, *size, num_classes=10)
+    assert counts['params'] == sum(p.numel() for p in DynaMixerNet(TINY_ARCH, num_classes=10).parameters())
+
+
+def test_get_flops_prints_and_writes_the_count(tmp_path, capsys, hand_count_macs):
+    get_flops = runpy.run_path(str(TOOLS / 'get_flops.py'))
+    out = tmp_path / 'flops.json'
+    get_flops['main'](['--arch', json.dumps(TINY_ARCH), '--size', '56', '112', '--num-classes', '10',
+                       '--out-file', str(out)])
+    [row] = json.loads(out.read_text())
+    assert (row['height'], row['width'], row['flops']) == (56, 112, hand_count_macs(TINY_ARCH, 56, 112, 10))
+    assert f"| custom | {row['params'] / 1e6:.2f} | {row['flops'] / 1e9:.3f} |" in capsys.readouterr().out
+    with pytest.warns(FutureWarning, match='--json is deprecated'):
+        get_flops['main'](['--arch', json.dumps(TINY_ARCH), '--size', '56', '--json', str(out)])
+    assert json.loads(out.read_text())[0]['flops'] == hand_count_macs(TINY_ARCH, 56, 56, 1000)
 
 
 def test_get_flops_names_a_bad_arch(capsys):
     with pytest.raises(SystemExit):
-        load_tool('get_flops').main(['--arch', 'xl'])
-    assert "Unknown DynaMixer arch 'xl'; allowed: ['l', 'm', 's']" in capsys.readouterr().err
+        runpy.run_path(str(TOOLS / 'get_flops.py'))['main'](['--arch', 'xl'])
+    assert "unknown DynaMixer arch 'xl'; allowed: l, m, s or a JSON arch dict" in capsys.readouterr().err
 
 
-def test_benchmark_speed_and_memory(tmp_path):
+@pytest.mark.parametrize('tool, flags', [
+    ('benchmark', ['--arch', '--size', '--precision', '--device', '--out-file']),
+    ('benchmark_dense', ['--arch', '--sizes', '--device', '--out-file']),
+    ('benchmark_pipeline', ['--size', '--out-file']),
+    ('gpu_check', ['--arch', '--precision', '--device', '--out-dir']),
+    ('profile_model', ['--arch', '--size', '--out-file']),
+    ('get_flops', ['--arch', '--size', '--out-file']),
+])
+def test_help_shows_the_flag_vocabulary(monkeypatch, capsys, tool, flags):
+    monkeypatch.setattr(sys, 'argv', [f'{tool}.py', '--help'])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(TOOLS / f'{tool}.py'), run_name='__main__')
+    assert exit_.value.code == 0
+    shown = capsys.readouterr().out
+    assert [flag for flag in flags if f'{flag} ' not in shown] == []
+
+
+def test_benchmark_speed_memory_flops_and_onnxruntime(tmp_path, hand_count_macs):
     out = tmp_path / 'bench.json'
-    cmd = [sys.executable, str(TOOLS / 'benchmark.py'), '--arch', json.dumps(WIDE_ARCH), '--size', '56', '--batch', '2',
-           '--mode', 'infer', 'train', '--warmup', '1', '--repeat', '2', '--threads', '1', '--json', str(out)]
-    started = time.perf_counter()
-    run = subprocess.run(cmd, cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=600)
-    wall = time.perf_counter() - started
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_tool(TOOLS / 'benchmark.py', '--arch', json.dumps(WIDE_ARCH), '--size', '56', '--batch', '2',
+                   '--mode', 'infer', 'train', '--warmup', '1', '--repeat', '3', '--threads', '1',
+                   '--onnxruntime', 'static', '--device', 'cpu', '--out-file', out)
     report = json.loads(out.read_text())
-    assert set(report['environment']) >= {'device', 'torch', 'loadavg_before', 'loadavg_after'}
     rows = {r['mode']: r for r in report['results']}
     assert set(rows) == {'infer', 'train'}
     param_bytes = 4 * sum(p.numel() for p in DynaMixerNet(WIDE_ARCH).parameters())
     for name in ('ours', 'release'):
         for row in rows.values():
-            assert len(row[f'{name}_step_s']) == 2 and 0 < sum(row[f'{name}_step_s']) < wall
+            assert len(row[f'{name}_step_s']) == 3
+            assert row[f'{name}_img_s'] == pytest.approx(2 / statistics.median(row[f'{name}_step_s']))
         # At its peak a training step holds the gradients and AdamW's two moments, on top of what
         # inference needs; a baseline taken after the warm-up would miss the moments.
         assert rows['train'][f'{name}_peak_mib'] * 2**20 >= 3 * param_bytes
         assert rows['train'][f'{name}_peak_mib'] > rows['infer'][f'{name}_peak_mib'] > 0
-    # The multiply-adds per image, counted independently by torch's FlopCounterMode (2 FLOPs per multiply-add) on
-    # F.linear (oneDNN off: torch cannot see into that custom op); LayerNorm and the like are not counted there.
-    model = DynaMixerNet(WIDE_ARCH).eval()
-    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False), \
-            FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, 56, 56))
-    assert rows['train']['gflops_per_image'] == pytest.approx(counter.get_total_flops() / 2e9, rel=0.02)
+    assert len(rows['infer']['ort_static_step_s']) == 3 and rows['infer']['ort_static_peak_mib'] > 0
+    assert 'ort_static_img_s' not in rows['train']
+    assert rows['train']['macs_per_image'] == hand_count_macs(WIDE_ARCH, 56, 56, 1000)
+    assert rows['train']['ours_gflop_s'] == pytest.approx(
+        rows['train']['ours_img_s'] * 3 * 2 * hand_count_macs(WIDE_ARCH, 56, 56, 1000) / 1e9)
     assert f"| custom | train | fp32 | False | 2 | {rows['train']['ours_img_s']:.2f} |" in run.stdout
+
+
+def test_benchmark_refuses_a_size_the_release_cannot_run(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(TOOLS / 'benchmark.py'))['main'](['--arch', 's', '--size', '448'])
+    assert exit_.value.code == 2
+    assert "--size 448 448: the release's forward of arch S runs only at 224 224" in capsys.readouterr().err
+
+
+def test_benchmark_dense_times_and_measures_each_size(tmp_path):
+    out = tmp_path / 'dense.json'
+    run_tool(TOOLS / 'benchmark_dense.py', '--arch', json.dumps(TINY_ARCH), json.dumps(TINY_M_LAYOUT),
+             '--sizes', '56x56', '70x126', '--warmup', '1', '--repeat', '3', '--threads', '1', '--device', 'cpu',
+             '--out-file', out)
+    tiny, m_layout = json.loads(out.read_text())
+    assert tiny['out_indices'] == [0, 3] and m_layout['out_indices'] == [1, 3]
+    for row in tiny['rows'] + m_layout['rows']:
+        assert len(row['ms']) == 3
+        assert (row['ms_min'], row['ms_median']) == (min(row['ms']), statistics.median(row['ms']))
+        assert row['peak_mib'] > 0
+    assert [(r['height'], r['width']) for r in tiny['rows']] == [(56, 56), (70, 126)]
+
+
+def test_profile_model_splits_both_implementations_by_category(tmp_path):
+    out = tmp_path / 'profile.json'
+    run = run_tool(TOOLS / 'profile_model.py', '--arch', json.dumps(TINY_ARCH), '--size', '56', '--batch', '2',
+                   '--mode', 'infer', '--threads', '1', '--steps', '2', '--out-file', out)
+    [report] = json.loads(out.read_text())
+    for name in ('ours', 'release'):
+        assert report['ms_by_category'][name]['matmul'] > 0
+        assert sum(report['ms_by_category'][name].values()) == pytest.approx(sum(report['ms_by_op'][name].values()))
+    assert '| matmul |' in run.stdout and '| **total** |' in run.stdout
 
 
 def test_generated_jpegs_weigh_like_imagenet(tmp_path):
     """ImageNet's train JPEGs average about 110 KB; decoding cost follows size and entropy."""
-    mean_kib = load_tool('benchmark_pipeline').write_images(tmp_path, 4, (500, 375), 90)
+    write_images = runpy.run_path(str(TOOLS / 'benchmark_pipeline.py'))['write_images']
+    mean_kib = write_images(tmp_path, 4, (375, 500), 90)
     files = sorted(tmp_path.rglob('*.JPEG'))
-    assert len(files) == 4 and Image.open(files[0]).size == (500, 375)
+    assert len(files) == 4 and Image.open(files[0]).size == (500, 375)  # PIL: width, height
     assert 90 < mean_kib < 130
-    assert mean_kib == pytest.approx(np.mean([f.stat().st_size for f in files]) / 1024)
+    assert mean_kib == pytest.approx(sum(f.stat().st_size for f in files) / 4 / 1024)
 
 
 def test_benchmark_pipeline(tmp_path):
     out = tmp_path / 'pipeline.json'
-    cmd = [sys.executable, str(TOOLS / 'benchmark_pipeline.py'), '--images', '12', '--batch', '4', '--workers', '1',
-           '--epochs', '2', '--repeat', '1', '--image-size', '160x120', '--json', str(out)]
-    run = subprocess.run(cmd, cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_tool(TOOLS / 'benchmark_pipeline.py', '--images', '12', '--batch', '4', '--workers', '1',
+                   '--epochs', '2', '--repeat', '1', '--size', '120', '160', '--out-file', out)
     report = json.loads(out.read_text())
+    assert (report['height'], report['width']) == (120, 160)
     pipeline = Config.fromfile(REPO / 'configs/dynamixer/dynamixer-s_8xb256_in1k.py').train_pipeline
     assert [name.split('(')[0] for name in report['transforms_ms_per_image']] == [t['type'] for t in pipeline]
     assert 'RandomChoice(RandomResizedCrop)' in report['transforms_ms_per_image']
@@ -113,9 +220,18 @@ def test_benchmark_pipeline(tmp_path):
     assert loader['iter_fresh_s'] > 0 and loader['iter_reused_s'] > 0
     assert set(report['preprocessor_ms_per_batch']) == {'normalise', 'Mixup', 'CutMix'}
     assert '| RandAugment |' in run.stdout and '| 1 |' in run.stdout and 'on top of that Mixup' in run.stdout
+    assert '12 JPEGs of 160 x 120 (width x height)' in run.stdout
+
+
+def test_benchmark_pipeline_old_image_size_flag_keeps_width_first():
+    parse_args = runpy.run_path(str(TOOLS / 'benchmark_pipeline.py'))['parse_args']
+    with pytest.warns(FutureWarning, match='--image-size is deprecated'):
+        args = parse_args(['--image-size', '160x120', '--images', '12', '--batch', '4', '--workers', '1'])
+    assert args.size == (120, 160)
 
 
 def test_benchmark_pipeline_needs_more_batches_than_workers(capsys):
     with pytest.raises(SystemExit):
-        load_tool('benchmark_pipeline').main(['--images', '8', '--batch', '4', '--workers', '1', '2'])
+        runpy.run_path(str(TOOLS / 'benchmark_pipeline.py'))['main'](
+            ['--images', '8', '--batch', '4', '--workers', '1', '2'])
     assert '2 batches per epoch: need more than --workers 2' in capsys.readouterr().err
