@@ -77,11 +77,13 @@ class _SizeAction(argparse.Action):
         setattr(namespace, self.dest, (values[0], values[-1]))
 
 
-def add_size_argument(parser: argparse.ArgumentParser, default: Tuple[int, int] = (224, 224), help: str = 'input size') -> None:
-    """``--size H W`` (height first; one value for a square), stored as ``(H, W)``."""
-    parser.add_argument('--size', nargs='+', type=int, action=_SizeAction, default=tuple(default),
-                        metavar='PIXELS', help=f'{help}: HEIGHT WIDTH, or SIDE for a square '
-                                               f'(default: {default[0]} {default[1]})')
+def add_size_argument(parser: argparse.ArgumentParser, default: Optional[Tuple[int, int]] = (224, 224),
+                      help: str = 'input size') -> None:
+    """``--size H W`` (height first; one value for a square), stored as ``(H, W)``. ``default=None``: the tool
+    requires it (checking ``args.size is None`` itself, so that a deprecated alias may give it instead)."""
+    shown = 'required' if default is None else f'default: {default[0]} {default[1]}'
+    parser.add_argument('--size', nargs='+', type=int, action=_SizeAction, default=default and tuple(default),
+                        metavar='PIXELS', help=f'{help}: HEIGHT WIDTH, or SIDE for a square ({shown})')
 
 
 def add_sizes_argument(parser: argparse.ArgumentParser, default: Sequence[str], help: str = 'input sizes') -> None:

@@ -24,13 +24,7 @@ def main():
     parser = argparse.ArgumentParser(description='Resample DynaMixer generate layers to another input size')
     parser.add_argument('src', help='mmpretrain or release checkpoint')
     parser.add_argument('dst', help='checkpoint to write (same key layout as SRC)')
-    add_size_argument(parser, help='the new input size')
-    # Required (checked below, as the deprecated --resolution may give it instead), so with no default: a default
-    # size would hide a forgotten --size. add_size_argument has no such form.
-    size = parser._option_string_actions['--size']
-    size.default = None
-    size.help = ('the new input size (required), square as an arch has one token count per stage: SIDE, or '
-                 'HEIGHT WIDTH equal')
+    add_size_argument(parser, default=None, help='the new input size, square (an arch has one token count per stage)')
     add_deprecated_alias(parser, '--resolution', '--size', 'size', type=int, nargs=1)
     parser.add_argument('--ema', action='store_true', help='take a release checkpoint\'s state_dict_ema')
     args = parser.parse_args()
