@@ -1,9 +1,9 @@
 # Fine-tuning the digits demo's 56-px model at 84 px (README "Fine-tuning", another input size): the demo config
 # on data/digits84, 12 x 12 tokens then 6 x 6, from the demo's checkpoint with its generate layers resampled to
 # that grid, the better option measured (91.1 % top-1 after 10 epochs, windowed 82.5 %, from scratch 16.3 %):
-#   python tools/demo/prepare_digits.py data/digits84 --image-size 84
-#   python tools/model_converters/dynamixer_resample.py work_dirs/dynamixer-tiny_2xb64_digits/epoch_100.pth \
-#       work_dirs/dynamixer-tiny_2xb64_digits-ft84/resampled_84px.pth --resolution 84   # resolutions=[12, 6, 6, 6]
+#   .venv/bin/python tools/demo/prepare_digits.py data/digits84 --size 84
+#   .venv/bin/python tools/model_converters/dynamixer_resample.py work_dirs/dynamixer-tiny_2xb64_digits/epoch_100.pth \
+#       work_dirs/dynamixer-tiny_2xb64_digits-ft84/resampled_84px.pth --size 84   # resolutions=[12, 6, 6, 6]
 #   tools/dist_train.sh configs/dynamixer/dynamixer-tiny_2xb64_digits-ft84.py 2
 # The other options, by --cfg-options:
 #   windowed: load_from=<the 56-px checkpoint itself> "model.backbone.arch.resolutions=[8,4,4,4]"
