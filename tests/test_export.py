@@ -1,18 +1,20 @@
-"""Export at any size: torch.export and ONNX (torch's dynamo exporter, through tools/deployment/pytorch2onnx.py)
-with dynamic batch, height and width give the eager model's outputs at sizes other than the traced one, and the
-oneDNN custom ops never reach an exported graph."""
-import importlib.util
-from pathlib import Path
+"""Export at any size: torch.export and ONNX (mmdynamixer.export, through tools/deployment/pytorch2onnx.py) with
+dynamic batch, height and width give the eager model's outputs at sizes other than the traced one; the ONNX file
+takes its name only once onnxruntime agrees with eager; a static file refuses other sizes; the oneDNN custom ops
+never reach an exported graph."""
+import runpy
+import sys
 
 import pytest
 import torch
-from torch.export import Dim
 
+from conftest import REPO
+from mmdynamixer.export import DYNAMIC_SHAPES, ExportMismatch, export_onnx
 from mmdynamixer.models import DynaMixerNet
 from mmdynamixer.ops import onednn_linear
 from mmdynamixer.testing import TINY_ARCH, perturbed
 
-REPO = Path(__file__).resolve().parents[1]
+TOOL = str(REPO / 'tools/deployment/pytorch2onnx.py')
 # The issue's case (a trace at 231 x 350 went wrong at 333 x 517), a square, a side under one window, a 1-pixel
 # image (one patch of padding), sizes that are and are not multiples of the patch and of the windows.
 SIZES = [(333, 517), (224, 224), (13, 90), (57, 64), (1, 1)]
@@ -23,10 +25,7 @@ def relative_error(actual, expected) -> float:
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location('pytorch2onnx', REPO / 'tools/deployment/pytorch2onnx.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return runpy.run_path(TOOL)
 
 
 class Maps(torch.nn.Module):
@@ -47,11 +46,9 @@ def backbone():
 @pytest.fixture(scope='module')
 def exported_backbone(backbone):
     x = torch.randn(2, 3, 231, 350)
-    # DYNAMIC rather than a named Dim: export's solver cannot prove ceil(width / 7) > 0 for a declared range, and
-    # refuses it; as torch.onnx does, sizes of 1 reason like any other size (no guard for 1 or for >= 2).
-    dims = {0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC}
+    # As torch.onnx does, sizes of 1 reason like any other size (no guard for 1 or for >= 2).
     with torch.fx.experimental._config.patch(backed_size_oblivious=True):
-        return torch.export.export(Maps(backbone), (x,), dynamic_shapes=(dims,))
+        return torch.export.export(Maps(backbone), (x,), dynamic_shapes=DYNAMIC_SHAPES)
 
 
 def test_torch_export_matches_eager_at_other_sizes(backbone, exported_backbone):
@@ -88,14 +85,14 @@ def test_pytorch2onnx_classifier_dynamic(tmp_path, capsys):
     from mmengine.config import Config
 
     cfg = Config.fromfile(REPO / 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py')
-    model, _ = tool.build(cfg, None)
+    model, _ = tool['build'](cfg, None)
     perturbed(model)
     checkpoint, onnx_file = tmp_path / 'digits.pth', tmp_path / 'digits.onnx'
     torch.save(dict(state_dict=model.model.state_dict()), checkpoint)
-    tool.main([str(REPO / 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py'), str(checkpoint), '--out',
-               str(onnx_file), '--shape', '56', '56', '--dynamic', '--check-shapes', '231', '350', '1', '1'])
+    tool['main']([str(REPO / 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py'), str(checkpoint), '--out-file',
+                  str(onnx_file), '--size', '56', '56', '--dynamic', '--sizes', '231x350', '1x1'])
     report = capsys.readouterr().out
-    assert 'OK: ' in report and '2x3x231x350 logits (2, 10)' in report
+    assert 'OK: ' in report and '2x3x231x350 logits (2, 10)' in report and '1x3x1x1 logits (1, 10)' in report
     for batch, (height, width) in zip([1, 3, 1, 2, 1], SIZES):
         x = torch.randn(batch, 3, height, width)
         with torch.no_grad():
@@ -114,15 +111,62 @@ def test_pytorch2onnx_takes_the_backbone_of_a_detector_checkpoint(tmp_path):
     config = tmp_path / 'retinanet_tiny.py'
     config.write_text(f"_base_ = ['{REPO}/configs/dynamixer/retinanet_dynamixer-s_fpn_1x_coco.py']\n"
                       f"model = dict(backbone=dict(arch=dict(_delete_=True, **{TINY_ARCH!r})))\n")
-    source, names = tool.build(Config.fromfile(config), None)
+    source, names = tool['build'](Config.fromfile(config), None)
     assert names == ['stage0', 'stage3'] and source.final_norm is False
     perturbed(source)
     checkpoint = tmp_path / 'retinanet.pth'
     detector_state = {f'backbone.{k}': v for k, v in source.state_dict().items()}
     detector_state['neck.lateral_convs.0.conv.weight'] = torch.zeros(1)  # not the backbone's: ignored
     torch.save(dict(state_dict=detector_state), checkpoint)
-    loaded, _ = tool.build(Config.fromfile(config), str(checkpoint))
+    loaded, _ = tool['build'](Config.fromfile(config), str(checkpoint))
     x = torch.randn(1, 3, 45, 61)
     with torch.no_grad():
         for ours, theirs in zip(loaded(x), source(x)):
             assert torch.equal(ours, theirs)
+
+
+class ExportedDiffers(torch.nn.Module):
+    """x + 1 in the exported graph, x in eager: a file onnxruntime runs, whose values are wrong."""
+
+    def forward(self, x):
+        return x + 1 if torch.compiler.is_exporting() else x
+
+
+def test_a_file_that_differs_from_eager_never_takes_the_name(tmp_path):
+    target = tmp_path / 'model.onnx'
+    target.write_bytes(b'an earlier export')
+    with pytest.raises(ExportMismatch, match='not written') as error:
+        export_onnx(ExportedDiffers(), str(target), (8, 8), output_names=['out'])
+    assert error.value.differences[0].abs_diff == pytest.approx(1.0)
+    assert target.read_bytes() == b'an earlier export' and sorted(tmp_path.iterdir()) == [target]
+    export_onnx(torch.nn.Identity(), str(target), (8, 8), output_names=['out'])  # agrees: replaces it
+    (actual,) = onnx_outputs(target, torch.ones(1, 3, 8, 8))
+    assert (actual == 1).all() and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_a_static_graph_refuses_other_sizes(tmp_path, capsys):
+    with pytest.raises(ValueError, match='a static graph accepts only 1x3x8x8'):
+        export_onnx(torch.nn.Identity(), str(tmp_path / 'x.onnx'), (8, 8), check_shapes=[(1, 9, 8)])
+    with pytest.raises(SystemExit):
+        load_tool()['main']([str(REPO / 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py'), '--out-file',
+                             str(tmp_path / 'x.onnx'), '--size', '56', '56', '--sizes', '231x350'])
+    assert '--sizes 231x350 needs --dynamic: a static file accepts only' in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pytorch2onnx_old_flags_still_work_with_a_warning(tmp_path):
+    with pytest.warns(FutureWarning) as warned:
+        _, args = load_tool()['parse_args']([str(REPO / 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py'),
+                                             '--out', 'x.onnx', '--shape', '56', '64', '--dynamic',
+                                             '--check-shapes', '231', '350', '1', '1'])
+    assert (args.out_file, args.size, args.sizes) == ('x.onnx', (56, 64), [(231, 350), (1, 1)])
+    assert sorted(str(w.message).split()[0] for w in warned) == ['--check-shapes', '--out', '--shape']
+
+
+def test_pytorch2onnx_help_shows_the_flag_vocabulary(monkeypatch, capsys):
+    monkeypatch.setattr(sys, 'argv', ['pytorch2onnx.py', '--help'])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(TOOL, run_name='__main__')
+    assert exit_.value.code == 0
+    shown = capsys.readouterr().out
+    assert all(f'{flag} ' in shown for flag in ('--out-file', '--size', '--sizes', '--dynamic'))
