@@ -9,9 +9,10 @@ import shutil
 import uuid
 import warnings
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Tuple, Union
 
-import numpy as np
+if TYPE_CHECKING:  # numpy only for the annotation: the torch-only tools (gpu_check) import this module
+    import numpy
 
 # Written into every folder that write_folder_whole completes: only a folder holding it (or an empty one) is replaced.
 OUTPUT_MARKER = '.mmdynamixer-output'
@@ -118,7 +119,7 @@ class FolderNotOursError(FileExistsError):
 
 
 def check_inputs(parser: argparse.ArgumentParser, image: Optional[str] = None, config: Optional[str] = None,
-                 checkpoint: Optional[str] = None) -> Optional[np.ndarray]:
+                 checkpoint: Optional[str] = None) -> Optional['numpy.ndarray']:
     """``parser.error`` (exit 2) naming the first argument given that cannot be used: IMAGE or CONFIG not a
     file, CHECKPOINT not a PyTorch checkpoint, IMAGE not an image mmcv can read. Returns the image read (BGR),
     if one was given."""
