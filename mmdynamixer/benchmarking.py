@@ -23,6 +23,12 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
+# A DynaMixer with S's layout (transition after stage 1) at 56 x 56 (8 x 8 tokens, then 4 x 4), milliseconds a step:
+# what the tools' quick modes (``gpu_check.py --quick``) and the tests run.
+TINY_ARCH = dict(layers=[1, 1, 1, 1], embed_dims=[16, 32, 32, 32], resolutions=[8, 4, 4, 4],
+                 num_segments=[2, 4, 4, 4], reduced_dims=[2, 2, 2, 2],
+                 transitions=[True, False, False, False], mlp_ratios=[3, 3, 3, 3])
+
 Step = Callable[[], object]
 Device = Union[str, torch.device]
 
@@ -135,3 +141,12 @@ def fresh_process_peak_mib(make_step: Callable[[], Step], warmup: int, threads: 
     context.set_forkserver_preload(list(preload))
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
         return pool.submit(_peak_of_new_step, make_step, warmup, threads).result()
+
+
+def perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Move every parameter off its initial value so zero biases and unit norms hide no disagreement; eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    return model.eval()

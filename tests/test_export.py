@@ -67,7 +67,7 @@ def test_onednn_op_never_in_exported_graph(backbone, exported_backbone):
     # Eager at the traced size takes the custom op (on a CPU with oneDNN), so its absence is the export's doing.
     tokens = torch.randn(2, 33, 50, 16)
     if not onednn_linear.onednn_applies(tokens, backbone.network[0][0].mlp.fc1.weight):
-        pytest.skip('oneDNN linear not available here: eager does not use the custom op either')
+        pytest.skip('machine: no oneDNN linear here, so eager does not use the custom op either')
     targets = {str(node.target) for node in exported_backbone.graph.nodes if node.op == 'call_function'}
     assert not [t for t in targets if 'mmdynamixer' in t]
     assert 'aten.linear.default' in targets

@@ -43,7 +43,7 @@ def test_quick_run_without_openmmlab_writes_json_and_markdown(tmp_path, hand_cou
     assert {(r['impl'], r['mode'], r['precision']) for r in rows} == {
         (impl, mode, precision) for impl in ('ours', 'release') for mode in ('infer', 'train')
         for precision in ('fp32', 'bf16')}
-    quick_arch = runpy.run_path(TOOL)['QUICK_ARCH']
+    quick_arch = runpy.run_path(TOOL)['TINY_ARCH']
     forward_flops = 2 * hand_count_macs(quick_arch, 56, 56, 1000)
     for row in rows:
         assert row['status'] == 'done' and row['arch'] == 'tiny' and row['compile'] is False

@@ -42,16 +42,13 @@ import torch
 import torch.nn.functional as F
 
 from mmdynamixer import benchmarking
+from mmdynamixer.benchmarking import TINY_ARCH, perturbed
 from mmdynamixer.analysis import complexity
 from mmdynamixer.cli import (add_arch_argument, add_deprecated_alias, add_device_argument, add_precision_argument,
                              parse_arch)
 from mmdynamixer.models import DynaMixerLayer, DynaMixerNet, resolve_arch
 from mmdynamixer.release_reference import RefDynaMixer, RefLayer
 
-# --quick's arch: S's layout (transition after stage 1) at 56 x 56, milliseconds a step.
-QUICK_ARCH = dict(layers=[1, 1, 1, 1], embed_dims=[16, 32, 32, 32], resolutions=[8, 4, 4, 4],
-                  num_segments=[2, 4, 4, 4], reduced_dims=[2, 2, 2, 2],
-                  transitions=[True, False, False, False], mlp_ratios=[3, 3, 3, 3])
 # The recipe's images per GPU.
 RECIPE_BATCH = {'s': 256, 'm': 128, 'l': 64}
 PATCH_SIZE = 7
@@ -84,16 +81,6 @@ def measure_matmul_peak(device: torch.device, precision: str, size: int, min_tim
 def forward_flops(arch, image_size: int) -> float:
     """FLOPs of one image's forward: 2 per multiply-add of :func:`mmdynamixer.analysis.complexity`."""
     return 2.0 * complexity(arch, (image_size, image_size))['flops']
-
-
-def perturbed_state(arch, seed: int = 0) -> dict:
-    """Weights of ours moved off their initial values (so zero biases and unit norms hide no disagreement)."""
-    torch.manual_seed(seed)
-    model = DynaMixerNet(arch)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.state_dict()
 
 
 def build(impl: str, arch, state: dict, device, compile_scope):
@@ -319,7 +306,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     dynamo = None
     if args.quick:
-        archs, matmul_size = {'tiny': QUICK_ARCH}, 256
+        archs, matmul_size = {'tiny': TINY_ARCH}, 256
     else:
         archs = {arch if isinstance(arch, str) else f'custom{i}': arch for i, arch in enumerate(args.arch)}
         matmul_size = 8192
@@ -332,7 +319,7 @@ def main(argv=None) -> int:
     rows = plan_rows(args, archs)
     states = {}
     for name, arch in archs.items():
-        states[name] = perturbed_state(arch)
+        states[name] = perturbed(DynaMixerNet(arch)).state_dict()
         for row in rows:
             if row['arch'] == name:
                 row['forward_flops'] = forward_flops(arch, row['image_size'])
