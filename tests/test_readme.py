@@ -103,3 +103,20 @@ def test_python_snippets_compile(readme):
     text = (REPO / readme).read_text()
     for snippet in re.findall(r'^```python\n(.*?)^```', text, flags=re.S | re.M):
         compile(snippet, readme, 'exec')
+
+
+def test_layout_names_every_module_and_nothing_that_is_gone():
+    """The README's Layout section matches the tree: each module and package of mmdynamixer/ (and each file of
+    models/ and integrations/) is named, and each file name it gives exists."""
+    readme = (REPO / 'README.md').read_text()
+    layout = re.search(r'^## Layout\n+```\n(.*?)^```', readme, flags=re.S | re.M).group(1)
+    package = REPO / 'mmdynamixer'
+    entries = [p.name + ('/' if p.is_dir() else '') for p in package.iterdir()
+               if p.name != '__init__.py' and not p.name.startswith(('.', '__pycache__'))]
+    entries += [p.name for folder in ('models', 'integrations') for p in (package / folder).glob('*.py')
+                if p.name != '__init__.py']
+    assert [entry for entry in entries if not re.search(rf'(?<![\w/]){re.escape(entry)}', layout)] == []
+    named = set(re.findall(r'[\w/]+\.(?:py|sh)\b', layout))
+    everything = {str(p.relative_to(REPO)) for p in REPO.rglob('*') if '.venv' not in p.parts}
+    missing = [name for name in named if not any(path == name or path.endswith('/' + name) for path in everything)]
+    assert missing == []
