@@ -118,7 +118,6 @@ def _stage_numbers(indices: Sequence[int], num_stages: int, name: str, stages: s
     return resolved
 
 
-@torch.fx.wrap  # a call in torch.fx graphs, so the checks run on the real input
 def resolve_out_indices(out_indices: Union[int, Sequence[int]], num_stages: int) -> Tuple[int, ...]:
     """The stages whose outputs a backbone returns, as sorted non-negative indices: ``out_indices`` as configs
     write it (an int or a sequence, negative counting from the last of ``num_stages``). Raises ``ValueError``
@@ -129,6 +128,7 @@ def resolve_out_indices(out_indices: Union[int, Sequence[int]], num_stages: int)
     return tuple(sorted(set(resolved)))
 
 
+@torch.fx.wrap  # a call in torch.fx graphs, so the checks run on the real input
 def _check_images(x: torch.Tensor, in_chans: int) -> torch.Tensor:
     if x.dim() != 4:
         raise ValueError(f'DynaMixer expects images as a 4-D (N, C, H, W) tensor, got shape {tuple(x.shape)}')
