@@ -1,6 +1,6 @@
 """What the engine adds to mmengine without patching it: weights-only loading of its checkpoints within a context,
 the runner's CPU fallbacks and protective hooks, the finite-loss hook; and that importing mmdynamixer changes no
-function of torch or the toolboxes and no process-wide state."""
+function of torch or the toolboxes and no process-wide state, and imports each library only once it is used."""
 import io
 import json
 import pickle
@@ -128,6 +128,58 @@ def test_import_changes_no_function_and_no_allow_list():
     assert set(extended) <= set(result['names']), set(extended) - set(result['names'])
     assert result['changed'] == []
     assert result['safe_globals_unchanged']
+
+
+# Run in a fresh process: what `import mmdynamixer` imports, and each library's registrations in place once it is used.
+LIBRARIES_WHEN_USED = '''
+import json, sys
+LIBRARIES = ('mmengine', 'mmcv', 'mmpretrain', 'mmdet', 'mmseg', 'timm')
+def loaded():
+    return sorted(name for name in LIBRARIES if name in sys.modules)
+seen = {}
+import mmdynamixer.models
+seen['models'] = loaded()
+import mmdynamixer
+seen['mmdynamixer'] = loaded()
+import timm
+seen['timm_model'] = type(timm.create_model('dynamixer_s', num_classes=3)).__name__
+seen['timm'] = loaded()
+from mmdet.registry import MODELS  # an mmdet config's backbone: type='mmpretrain.DynaMixer'
+arch = dict(layers=[1, 1, 1, 1], embed_dims=[16, 32, 32, 32], resolutions=[8, 4, 4, 4], num_segments=[2, 4, 4, 4],
+            reduced_dims=[2, 2, 2, 2], transitions=[True, False, False, False], mlp_ratios=[3, 3, 3, 3])
+seen['mmdet_backbone'] = type(MODELS.build(dict(type='mmpretrain.DynaMixer', arch=arch, out_indices=(0, 3)))).__name__
+seen['mmdet'] = loaded()
+from mmengine.registry import RUNNERS
+seen['runner'] = RUNNERS.get('DynaMixerRunner').__name__
+from mmseg.registry import MODELS as SEG_MODELS
+seen['mmseg_head'] = SEG_MODELS.get('StrideFPNHead').__name__
+seen['loaders'] = sorted({type(sys.modules[name].__loader__).__module__ for name in LIBRARIES})
+print(json.dumps(seen))
+'''
+
+
+def test_import_costs_torch_alone_and_each_library_registers_when_used():
+    """`import mmdynamixer` imports no toolbox and not timm; each library's registrations are in place as soon as that
+    library is used (timm's models, the backbone an mmdet config names, the runner, mmseg's head), mmseg is never
+    imported by a process that has not used it, and every library keeps its own loader."""
+    run = subprocess.run([sys.executable, '-c', LIBRARIES_WHEN_USED], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert seen['models'] == [] and seen['mmdynamixer'] == []
+    assert seen['timm'] == ['timm'] and seen['timm_model'] == 'TimmDynaMixer'
+    assert seen['mmdet_backbone'] == 'DynaMixer' and 'mmseg' not in seen['mmdet']
+    assert (seen['runner'], seen['mmseg_head']) == ('DynaMixerRunner', 'StrideFPNHead')
+    assert 'mmdynamixer.registrations' not in seen['loaders']
+
+
+def test_registers_in_a_library_that_registering_in_another_imports():
+    """mmseg's tools import mmseg before the config imports mmdynamixer; registering in mmseg imports its models, which
+    import mmpretrain: the backbone must still be registered there (it once was not, and mmseg's train.py failed)."""
+    script = ('import sys\nimport mmengine.runner, mmseg.registry\nassert "mmpretrain" not in sys.modules\n'
+              'import mmdynamixer\nfrom mmpretrain.registry import MODELS\nprint("DynaMixer" in MODELS.module_dict)')
+    run = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == 'True'
 
 
 @pytest.fixture
