@@ -1,5 +1,42 @@
 """mmdynamixer: DynaMixer vision-MLP backbones for the OpenMMLab toolboxes and timm."""
+import os
+import shutil
+import sys
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+ROOT = Path(__file__).resolve().parent
+# What OpenMMLab packages carry in <package>/.mim: mim finds configs and tools there, mmpretrain's ModelHub the index.
+MIM_FILES = ('configs', 'tools', 'model-index.yml')
+
+
+def add_mim_files() -> None:
+    """Put configs/, tools/ and model-index.yml into mmdynamixer/.mim: links for an editable install, copies for a
+    wheel or an sdist, as the OpenMMLab packages do."""
+    if {'develop', 'editable_wheel'} & set(sys.argv):
+        link = True
+    elif {'bdist_wheel', 'sdist', 'build', 'install'} & set(sys.argv):
+        link = False
+    else:
+        return
+    mim = ROOT / 'mmdynamixer' / '.mim'
+    mim.mkdir(exist_ok=True)
+    for name in MIM_FILES:
+        source, target = ROOT / name, mim / name
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.is_dir():
+            shutil.rmtree(target)
+        if link:
+            target.symlink_to(os.path.relpath(source, mim))
+        elif source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+        else:
+            shutil.copy2(source, target)
+
+
+add_mim_files()
 
 setup(
     name='mmdynamixer',
@@ -8,6 +45,7 @@ setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mmdynamixer', 'mmdynamixer.*']),
+    package_data={'mmdynamixer': ['.mim/model-index.yml', '.mim/configs/**/*', '.mim/tools/**/*']},
     python_requires='>=3.9',
     # The model itself needs torch only (>= 2.4: torch.library.custom_op, register_fake, register_autograd and
     # torch.is_autocast_enabled(device_type) in mmdynamixer/ops); the registrations need the toolboxes.

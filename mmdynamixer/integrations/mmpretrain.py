@@ -1,13 +1,16 @@
 """``DynaMixer`` in mmpretrain's ``MODELS`` registry: usable as ``type='mmpretrain.DynaMixer'`` from any
-OpenMMLab toolbox after ``custom_imports=dict(imports=['mmdynamixer'])``."""
+OpenMMLab toolbox after ``custom_imports=dict(imports=['mmdynamixer'])``; and our configs in mmpretrain's model hub
+(``mmpretrain.list_models``, ``get_model``)."""
 import copy
 import os.path as osp
 import re
+from pathlib import Path
 from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.model.weight_init import PretrainedInit
 from mmengine.runner.checkpoint import CheckpointLoader
+from mmpretrain.apis import ModelHub
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
@@ -158,3 +161,16 @@ class DynaMixer(DynaMixerNet, BaseBackbone):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         return self.forward_features(x)
+
+
+def register_model_index() -> None:
+    """Our configs in mmpretrain's model hub, from the ``model-index.yml`` an installed package carries in
+    ``mmdynamixer/.mim`` (where mim reads it too), else from the root of a source checkout."""
+    package = Path(__file__).resolve().parents[1]
+    for root in (package / '.mim', package.parent):
+        if (root / 'model-index.yml').is_file():
+            ModelHub.register_model_index(root / 'model-index.yml', config_prefix=root)
+            return
+
+
+register_model_index()
