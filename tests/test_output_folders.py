@@ -86,15 +86,17 @@ def test_failed_write_leaves_the_existing_output(tmp_path):
 
 
 def test_failed_onnx_check_leaves_the_existing_file(tmp_path, repo, monkeypatch):
-    """pytorch2onnx.py exports beside --out and renames the file into place only once onnxruntime agrees."""
+    """pytorch2onnx.py exports beside --out-file and renames the file into place only once onnxruntime agrees."""
+    from mmdynamixer import export
     spec = importlib.util.spec_from_file_location('pytorch2onnx', repo / 'tools/deployment/pytorch2onnx.py')
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    monkeypatch.setattr(tool, 'check', lambda *args: 1.0)  # onnxruntime disagrees with eager
+    disagrees = [export.Difference((1, 3, 56, 56), 'logits', (1, 10), abs_diff=1.0, rel_diff=1.0)]
+    monkeypatch.setattr(export, 'compare', lambda *args: disagrees)  # onnxruntime disagrees with eager
     out = tmp_path / 'digits.onnx'
     out.write_bytes(b'an earlier export')
     with pytest.raises(SystemExit, match='1'):
-        tool.main([str(repo / 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py'), '--out', str(out),
-                   '--shape', '56', '56'])
+        tool.main([str(repo / 'configs/dynamixer/dynamixer-tiny_2xb64_digits.py'), '--out-file', str(out),
+                   '--size', '56', '56'])
     assert out.read_bytes() == b'an earlier export'
     assert [path.name for path in tmp_path.iterdir()] == ['digits.onnx']
