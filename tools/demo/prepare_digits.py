@@ -26,25 +26,37 @@ def write_digits_folder(root: str, size: Tuple[int, int] = (56, 56), val_fractio
         return write_digits(folder, size, val_fraction, seed)
 
 
+def split_digits(val_fraction: float = 0.2, seed: int = 0) -> dict:
+    """scikit-learn's digits split stratified by ``seed``: ``{'train': [...], 'val': [...]}`` of (index, label), so
+    that every tool built on the digits holds out the same ones."""
+    from sklearn.datasets import load_digits
+
+    labels = load_digits().target
+    rng = np.random.default_rng(seed)
+    split = {'train': [], 'val': []}
+    for label in range(10):
+        indices = rng.permutation(np.flatnonzero(labels == label))
+        num_val = int(round(len(indices) * val_fraction))
+        split['val'] += [(int(i), label) for i in indices[:num_val]]
+        split['train'] += [(int(i), label) for i in indices[num_val:]]
+    return split
+
+
 def write_digits(root: Path, size: Tuple[int, int], val_fraction: float, seed: int) -> dict:
     """The images of :func:`write_digits_folder`, written into the existing folder ``root``."""
     from sklearn.datasets import load_digits
 
-    digits = load_digits()
+    images = load_digits().images
     height, width = size
-    rng = np.random.default_rng(seed)
-    counts = {'train': 0, 'val': 0}
-    for label in range(10):
-        indices = rng.permutation(np.flatnonzero(digits.target == label))
-        num_val = int(round(len(indices) * val_fraction))
-        for split, chosen in (('val', indices[:num_val]), ('train', indices[num_val:])):
+    counts = {}
+    for split, samples in split_digits(val_fraction, seed).items():
+        for index, label in samples:
             folder = Path(root, split, str(label))
             folder.mkdir(parents=True, exist_ok=True)
-            for index in chosen:
-                pixels = (digits.images[index] * (255.0 / 16.0)).round().astype(np.uint8)
-                image = Image.fromarray(pixels, mode='L').resize((width, height), Image.BILINEAR)
-                image.convert('RGB').save(osp.join(folder, f'{index:04d}.png'))
-            counts[split] += len(chosen)
+            pixels = (images[index] * (255.0 / 16.0)).round().astype(np.uint8)
+            image = Image.fromarray(pixels, mode='L').resize((width, height), Image.BILINEAR)
+            image.convert('RGB').save(osp.join(folder, f'{index:04d}.png'))
+        counts[split] = len(samples)
     return counts
 
 
