@@ -69,7 +69,8 @@ class RegisterAfterImport(importlib.abc.MetaPathFinder):
 def register_with_installed_libraries() -> None:
     """Register now in each installed library that is already imported; in the others, when they are imported.
     The hook goes in first: registering in one library may import another (mmseg's models import mmpretrain)."""
-    imported = [library for library in REGISTRATIONS if library in sys.modules]
+    # A None entry in sys.modules is an import blocked on purpose: neither imported nor to be registered later.
+    imported = [library for library in REGISTRATIONS if sys.modules.get(library) is not None]
     pending = {library: modules for library, modules in REGISTRATIONS.items()
                if library not in imported and find_spec(library) is not None}
     if pending:
