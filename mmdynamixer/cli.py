@@ -60,6 +60,18 @@ def add_arch_argument(parser: argparse.ArgumentParser, default: Sequence[str] = 
                         metavar='ARCH', help=f's, m, l or a JSON arch dict, one or more (default: {" ".join(default)})')
 
 
+def require_release_size(parser: argparse.ArgumentParser, archs: Sequence[Union[str, dict]],
+                         size: Tuple[int, int]) -> None:
+    """``parser.error`` unless ``size`` is each arch's native size (7 x its first stage's resolution): the only size
+    at which the release's forward (``mmdynamixer.release_reference``) runs, for the tools that compare with it."""
+    from .models import resolve_arch
+    for arch in archs:
+        side = 7 * resolve_arch(arch)['resolutions'][0]
+        if tuple(size) != (side, side):
+            parser.error(f"--size {size[0]} {size[1]}: the release's forward of arch {arch_label(arch)} "
+                         f'runs only at {side} {side}')
+
+
 def parse_size(text: str) -> Tuple[int, int]:
     """``HxW`` (height first) as ``(H, W)``, both positive."""
     parts = text.lower().split('x')

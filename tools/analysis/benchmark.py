@@ -43,7 +43,7 @@ import torch
 from mmdynamixer import benchmarking
 from mmdynamixer.analysis import complexity
 from mmdynamixer.cli import (add_arch_argument, add_deprecated_alias, add_device_argument, add_precision_argument,
-                             add_size_argument, arch_label)
+                             add_size_argument, arch_label, require_release_size)
 from mmdynamixer.export import export_onnx, onnxruntime_session
 from mmdynamixer.models import DynaMixerNet, resolve_arch
 from mmdynamixer.release_reference import RefDynaMixer
@@ -132,11 +132,7 @@ def parse_args(argv):
         parser.error(f'--warmup {args.warmup}: at least 1 is needed (the first step creates the optimizer state)')
     if args.batch < 1 or args.repeat < 1:
         parser.error(f'--batch {args.batch} and --repeat {args.repeat} must be at least 1')
-    for arch in args.arch:
-        side = 7 * resolve_arch(arch)['resolutions'][0]
-        if tuple(args.size) != (side, side):
-            parser.error(f"--size {args.size[0]} {args.size[1]}: the release's forward of arch {arch_label(arch)} "
-                         f'runs only at {side} {side}')
+    require_release_size(parser, args.arch, args.size)
     return args
 
 

@@ -20,7 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from mmdynamixer.benchmarking import alternate
-from mmdynamixer.cli import add_arch_argument, add_size_argument, arch_label
+from mmdynamixer.cli import add_arch_argument, add_size_argument, arch_label, require_release_size
 from mmdynamixer.models import DynaMixerNet, resolve_arch
 from mmdynamixer.release_reference import RefDynaMixer
 
@@ -122,11 +122,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.batch < 1 or args.steps < 1 or args.threads < 1:
         parser.error(f'--batch {args.batch}, --steps {args.steps} and --threads {args.threads} must be at least 1')
-    for arch in args.arch:
-        side = 7 * resolve_arch(arch)['resolutions'][0]
-        if tuple(args.size) != (side, side):
-            parser.error(f"--size {args.size[0]} {args.size[1]}: the release's forward of arch {arch_label(arch)} "
-                         f'runs only at {side} {side}')
+    require_release_size(parser, args.arch, args.size)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
