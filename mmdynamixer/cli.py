@@ -80,6 +80,18 @@ def parse_size(text: str) -> Tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def square_size(flag: str):
+    """The ``type`` of an old one-number size flag (``--canvas N``): ``N`` as ``(N, N)``, the value ``--size N``
+    stores; anything but a positive integer is refused naming ``flag``."""
+
+    def parse(text: str) -> Tuple[int, int]:
+        if not text.strip().isdigit() or int(text) <= 0:
+            raise argparse.ArgumentTypeError(f'{flag} {text} is not a positive number of pixels')
+        return int(text), int(text)
+
+    return parse
+
+
 class _SizeAction(argparse.Action):
     """Stores ``--size H W`` (or ``--size N``, a square) as ``(H, W)``."""
 

@@ -17,7 +17,7 @@ import os.path as osp
 import numpy as np
 import torch
 
-from mmdynamixer.cli import add_deprecated_alias, add_device_argument, add_size_argument, check_inputs
+from mmdynamixer.cli import add_deprecated_alias, add_device_argument, add_size_argument, check_inputs, square_size
 from mmdynamixer.integrations import grad_cam
 
 EXAMPLES_PER_ROW = 3
@@ -29,7 +29,7 @@ def parse_args():
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('folder', help='held-out images as <folder>/<class>/<image>, classes named as in training')
     add_size_argument(parser, default=(112, 112), help='canvas size in pixels')
-    add_deprecated_alias(parser, '--canvas', '--size', 'size', type=int, nargs=1)
+    add_deprecated_alias(parser, '--canvas', '--size', 'size', type=square_size('--canvas'))
     parser.add_argument('--method', default='gradcam', choices=grad_cam.METHODS, help='CAM method (default gradcam)')
     parser.add_argument('--target-layers', nargs='+', default=[grad_cam.DEFAULT_TARGET_LAYER],
                         help=f'modules of one stage whose maps are weighted (default {grad_cam.DEFAULT_TARGET_LAYER})')
@@ -38,10 +38,6 @@ def parse_args():
     parser.add_argument('--out-file', default='cam_localization.png', help='image of the examples')
     add_device_argument(parser)
     args = parser.parse_args()
-    if len(args.size) == 1:  # the deprecated --canvas N: an N x N canvas
-        if args.size[0] <= 0:
-            parser.error(f'--canvas {args.size[0]} is not a positive number of pixels')
-        args.size = args.size[0], args.size[0]
     if not osp.isdir(args.folder):
         parser.error(f'FOLDER {args.folder!r} is not a folder')
     return parser, args

@@ -11,7 +11,8 @@ from typing import Tuple
 import numpy as np
 from PIL import Image
 
-from mmdynamixer.cli import FolderNotOursError, add_deprecated_alias, add_size_argument, write_folder_whole
+from mmdynamixer.cli import (FolderNotOursError, add_deprecated_alias, add_size_argument, square_size,
+                             write_folder_whole)
 
 
 def write_digits_folder(root: str, size: Tuple[int, int] = (56, 56), val_fraction: float = 0.2, seed: int = 0) -> dict:
@@ -64,14 +65,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('out', help='output folder (train/ and val/ are written inside)')
     add_size_argument(parser, default=(56, 56), help='image size in pixels')
-    add_deprecated_alias(parser, '--image-size', '--size', 'size', type=int, nargs=1)
+    add_deprecated_alias(parser, '--image-size', '--size', 'size', type=square_size('--image-size'))
     parser.add_argument('--val-fraction', type=float, default=0.2,
                         help='share of each class held out for validation, in (0, 1) (default 0.2)')
     args = parser.parse_args()
-    if len(args.size) == 1:  # the deprecated --image-size N: N x N images
-        if args.size[0] <= 0:
-            parser.error(f'--image-size {args.size[0]} is not a positive number of pixels')
-        args.size = args.size[0], args.size[0]
     if not 0 < args.val_fraction < 1:
         parser.error(f'--val-fraction must be in (0, 1), got {args.val_fraction}')
     try:
