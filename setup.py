@@ -47,15 +47,14 @@ setup(
     packages=find_packages(include=['mmdynamixer', 'mmdynamixer.*']),
     package_data={'mmdynamixer': ['.mim/model-index.yml', '.mim/configs/**/*', '.mim/tools/**/*']},
     python_requires='>=3.9',
-    # The model itself needs torch only (>= 2.4: torch.library.custom_op, register_fake, register_autograd and
-    # torch.is_autocast_enabled(device_type) in mmdynamixer/ops); the registrations need the toolboxes.
-    install_requires=['torch>=2.4'],
+    # The model itself needs torch only. The tested range is torch 2.1 to 2.15 (requirements/stack-*.txt): the
+    # oneDNN op needs torch >= 2.4 (torch.library.custom_op), weights-only checkpoint loading >= 2.6 and the ONNX
+    # export >= 2.6; older torch takes F.linear, loads checkpoints in full as mmengine does, and refuses to export.
+    # The registrations need the toolboxes; no extra raises the torch a user already has.
+    install_requires=['torch>=2.1'],
     extras_require={
         'openmmlab': [
-            # mmengine checkpoints load weights-only through torch.serialization.add_safe_globals entries of the
-            # (function, name) form, which torch accepts from 2.6 (mmdynamixer/engine/serialization.py).
-            'torch>=2.6',
-            'torchvision>=0.15',
+            'torchvision>=0.16',
             # numpy 2 works for our code and for classification (tested); the detection and segmentation paths
             # (pycocotools, mmdet's and mmseg's evaluators) are tested with numpy 1 only.
             'numpy<2',

@@ -6,6 +6,7 @@ multiply-adds, a LayerNorm 5 per element, and elementwise ops, softmax, GELU and
 ``FlopCounterMode`` (which counts 2 FLOPs per multiply-add, hence the halving) over the model's forward with oneDNN
 off, so that every linear is an ``aten`` matmul the counter sees.
 """
+import inspect
 import math
 from typing import Tuple, Union
 
@@ -24,8 +25,11 @@ def _layer_norm_flops(input_shape, *args, **kwargs) -> int:
 
 
 def _onednn_off():
-    """oneDNN off, and only that (``flags`` would also set its TF32 switch, which warns on CPU builds)."""
-    return torch.backends.mkldnn.flags(enabled=False, deterministic=None, allow_tf32=None, fp32_precision=None)
+    """oneDNN off, and only that (newer torch's ``flags`` would also set its TF32 switch, which warns on CPU
+    builds; torch 2.1's takes ``enabled`` alone)."""
+    keep = {name: None for name in ('deterministic', 'allow_tf32', 'fp32_precision')
+            if name in inspect.signature(torch.backends.mkldnn.flags).parameters}
+    return torch.backends.mkldnn.flags(enabled=False, **keep)
 
 
 def complexity(arch: Union[str, dict], size: Tuple[int, int] = (224, 224), num_classes: int = 1000) -> dict:

@@ -1,6 +1,7 @@
 """Checkpoint files a user hands us, conversion between the authors' release (timm-style) and mmpretrain's
 layout, and resampling of the ``generate`` layers to another input size."""
 import argparse
+import contextlib
 import math
 import os
 import re
@@ -10,6 +11,11 @@ from typing import Mapping, Optional, Union
 
 import torch
 import torch.nn.functional as F
+from torch.torch_version import TorchVersion
+
+# torch >= 2.6 loads weights-only by default, through the allow-list (torch.serialization.safe_globals) used here.
+# Older torch loads pickles in full by default and lacks that API: there checkpoints load in full, as mmengine does.
+WEIGHTS_ONLY_LOADING = TorchVersion(torch.__version__) >= '2.6'
 
 # Every parameter name of the release (``models/vision_model.py``, ``models/dynamixer.py``).
 _LAYER = r'network\.\d+\.\d+\.'
@@ -56,13 +62,15 @@ def refused_global(error: BaseException) -> Optional[str]:
 
 
 def read_checkpoint(path: Union[str, os.PathLike]) -> dict:
-    """Load a checkpoint file on the CPU, weights-only (the release's ``argparse.Namespace`` args allowed), after
-    :func:`check_checkpoint_file`. Errors name the file and say what was expected."""
+    """Load a checkpoint file on the CPU, weights-only on torch >= 2.6 (the release's ``argparse.Namespace`` args
+    allowed), after :func:`check_checkpoint_file`. Errors name the file and say what was expected."""
     check_checkpoint_file(path)
     try:
         # timm's train.py saves its args (argparse.Namespace); allowed for this load only
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+        allowed = (torch.serialization.safe_globals([argparse.Namespace]) if WEIGHTS_ONLY_LOADING
+                   else contextlib.nullcontext())
+        with allowed:
+            checkpoint = torch.load(path, map_location='cpu', weights_only=WEIGHTS_ONLY_LOADING)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError... for a damaged file
         lines = str(error).strip().splitlines()
         refused = refused_global(error)

@@ -19,7 +19,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-DYNAMIC_SHAPES = ({0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC},)
+# torch.export.Dim.DYNAMIC and torch.onnx.export(dynamo=True, external_data=...) arrived in torch 2.6.
+EXPORT_MIN_TORCH = '2.6'
 INPUT_NAME = 'images'
 Shape = Tuple[int, int, int]  # batch, height, width
 
@@ -41,6 +42,21 @@ class ExportMismatch(RuntimeError):
     def __init__(self, message: str, differences: List[Difference]):
         super().__init__(message)
         self.differences = differences
+
+
+def require_export_support() -> None:
+    """Refuse, naming the version, on a torch whose exporter lacks what :func:`export_onnx` and
+    :func:`dynamic_shapes` use, instead of failing inside torch or exporting something else."""
+    if not hasattr(getattr(torch.export, 'Dim', None), 'DYNAMIC'):
+        raise RuntimeError(f'ONNX export and torch.export of DynaMixer need torch >= {EXPORT_MIN_TORCH} '
+                           f'(torch.export.Dim.DYNAMIC, the dynamo ONNX exporter); this is torch {torch.__version__}')
+
+
+def dynamic_shapes() -> tuple:
+    """``dynamic_shapes`` for a module of one image batch: batch, height and width dynamic."""
+    require_export_support()
+    dynamic = torch.export.Dim.DYNAMIC
+    return ({0: dynamic, 2: dynamic, 3: dynamic},)
 
 
 def trace_batch(batch: int, dynamic: bool) -> int:
@@ -91,6 +107,7 @@ def export_onnx(module: nn.Module, path: str, size: Tuple[int, int], batch: int 
     relative difference is within ``rtol``; otherwise :class:`ExportMismatch` is raised and ``path`` left as it
     was. A static graph refuses ``check_shapes`` other than the traced one (ValueError), since onnxruntime would.
     """
+    require_export_support()
     traced = (trace_batch(batch, dynamic), *size)
     if min(traced) < 1:
         raise ValueError(f'batch and size must be positive, got batch {batch}, size {size[0]}x{size[1]}')
@@ -105,7 +122,7 @@ def export_onnx(module: nn.Module, path: str, size: Tuple[int, int], batch: int 
     candidate = osp.join(folder, f'.{osp.basename(path)}.{uuid.uuid4().hex[:12]}.onnx')
     try:
         torch.onnx.export(module, (torch.randn(traced[0], 3, *size),), candidate, dynamo=True,
-                          external_data=False, dynamic_shapes=DYNAMIC_SHAPES if dynamic else None,
+                          external_data=False, dynamic_shapes=dynamic_shapes() if dynamic else None,
                           input_names=[INPUT_NAME], output_names=list(output_names), opset_version=opset,
                           verbose=False)
         differences = compare(onnxruntime_session(candidate), module, output_names, shapes)

@@ -248,6 +248,41 @@ def test_gpu_without_nvcc_installs_the_pinned_toolkit_and_builds_for_the_gpus_ar
     assert (host.cache / 'wheels' / f'mmcv-{MMCV}-{PY_TAG}-torch2.14.1+cu130-cuda13.0-sm90').is_dir()
 
 
+def test_floor_stack_pins_its_torch_in_place_of_the_default_and_keeps_mmcvs_cxx17(host):
+    """MMDYNAMIXER_STACK=floor: every pip call gets constraints.txt with requirements/stack-floor.txt's pins in place
+    of its torch and torchvision, and mmcv is built with its own C++17 (torch 2.1's headers) and cached apart."""
+    host.torch('2.1.2+cu121', cuda='12.1', toolkit_pin=None)
+    out = host.setup(MMDYNAMIXER_STACK='floor')
+    assert out.returncode == 0, out.stderr
+    assert 'refreshing' in out.stdout and '(floor stack)' in out.stdout
+    merged = host.venv / 'constraints.txt'
+    pins = [line for line in merged.read_text().splitlines() if '==' in line and not line.startswith('#')]
+    assert [pin for pin in pins if pin.startswith('torch')] == ['torch==2.1.2', 'torchvision==0.16.2']
+    default = [line for line in (REPO / 'requirements/constraints.txt').read_text().splitlines()
+               if '==' in line and not line.startswith(('#', 'torch'))]
+    assert default and sorted(pin for pin in pins if not pin.startswith('torch')) == sorted(default)
+    calls = host.pip_calls()
+    assert {call['args'][call['args'].index('-c') + 1] for call in calls if call['command'] == 'install'} == {
+        str(merged)}
+    build = only(calls, 'wheel')
+    assert '-std=c++17' in build['setup_py'] and 'c++20' not in build['setup_py']
+    assert (host.cache / 'wheels' / f'mmcv-{MMCV}-{PY_TAG}-torch2.1.2+cu121-cpu').is_dir()
+    assert f'stack ok: torch 2.1.2+cu121 mmcv {MMCV}' in out.stdout
+
+    again = host.setup(MMDYNAMIXER_STACK='floor')
+    assert again.returncode == 0 and again.stdout == ''
+    back = host.setup()  # the same venv asked for the default stack is rebuilt with the default pins
+    assert back.returncode == 0 and 'refreshing' in back.stdout and '(default stack)' in back.stdout
+
+
+def test_an_unknown_stack_is_refused_naming_the_stacks(host):
+    out = host.setup(MMDYNAMIXER_STACK='newest')
+    assert out.returncode == 2
+    assert out.stderr.strip() == ('MMDYNAMIXER_STACK=newest: no requirements/stack-newest.txt; the stacks are '
+                                  'default, ceiling, floor')
+    assert host.pip_calls() == [] and not host.venv.exists()
+
+
 def test_gpu_less_build_host_uses_the_users_toolkit_and_archs(host):
     home = cuda_toolkit(host.root / 'cuda-13.1', '13.1')
     out = host.setup(MMDYNAMIXER_CUDA_OPS='1', CUDA_HOME=str(home), TORCH_CUDA_ARCH_LIST='10.0 9.0+PTX;9.0+PTX')

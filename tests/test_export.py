@@ -2,6 +2,7 @@
 dynamic batch, height and width give the eager model's outputs at sizes other than the traced one; the ONNX file
 takes its name only once onnxruntime agrees with eager; a static file refuses other sizes; the oneDNN custom ops
 never reach an exported graph."""
+import re
 import runpy
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from mmdynamixer.export import DYNAMIC_SHAPES, ExportMismatch, export_onnx
+from mmdynamixer.export import ExportMismatch, dynamic_shapes, export_onnx
 from mmdynamixer.models import DynaMixerNet
 from mmdynamixer.ops import onednn_linear
 from mmdynamixer.testing import TINY_ARCH, perturbed
@@ -48,7 +49,7 @@ def exported_backbone(backbone):
     x = torch.randn(2, 3, 231, 350)
     # As torch.onnx does, sizes of 1 reason like any other size (no guard for 1 or for >= 2).
     with torch.fx.experimental._config.patch(backed_size_oblivious=True):
-        return torch.export.export(Maps(backbone), (x,), dynamic_shapes=DYNAMIC_SHAPES)
+        return torch.export.export(Maps(backbone), (x,), dynamic_shapes=dynamic_shapes())
 
 
 def test_torch_export_matches_eager_at_other_sizes(backbone, exported_backbone):
@@ -170,3 +171,13 @@ def test_pytorch2onnx_help_shows_the_flag_vocabulary(monkeypatch, capsys):
     assert exit_.value.code == 0
     shown = capsys.readouterr().out
     assert all(f'{flag} ' in shown for flag in ('--out-file', '--size', '--sizes', '--dynamic'))
+
+
+def test_a_torch_without_dynamic_dims_is_refused_by_version(tmp_path, monkeypatch):
+    """On torch < 2.6 (no Dim.DYNAMIC) the export refuses, naming the version, and writes nothing."""
+    monkeypatch.setattr(torch.export, 'Dim', type('OldDim', (), {}))
+    for export in (lambda: export_onnx(torch.nn.Identity(), str(tmp_path / 'x.onnx'), (8, 8)), dynamic_shapes):
+        version = re.escape(torch.__version__)
+        with pytest.raises(RuntimeError, match=rf'need torch >= 2\.6 .*; this is torch {version}$'):
+            export()
+    assert list(tmp_path.iterdir()) == []

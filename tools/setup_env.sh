@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Create or refresh .venv (repo root) with the tested OpenMMLab stack and mmdynamixer installed editable.
 # PYTHON (default python3) creates it; MMDYNAMIXER_VENV puts it elsewhere (tests use a temporary one).
-# Does nothing when .venv already matches requirements/constraints.txt, setup.py and this script.
+# MMDYNAMIXER_STACK=floor|ceiling builds .venv-floor or .venv-ceiling instead: the same stack with the pins of
+# requirements/stack-<name>.txt (the oldest and the newest torch we support) in place of constraints.txt's.
+# Does nothing when the venv already matches its constraints, setup.py and this script.
 # mmcv 2.x ships only as source: it is built once per (mmcv, torch, Python, CUDA archs) and the wheel kept
 # under ${MMDYNAMIXER_CACHE:-~/.cache/mmdynamixer}, so later environments install it in seconds.
 # mmcv's CUDA ops are built when a GPU is visible or MMDYNAMIXER_CUDA_OPS=1 (a GPU-less build host), for
@@ -10,13 +12,24 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${MMDYNAMIXER_VENV:-$ROOT/.venv}"
-CONSTRAINTS="$ROOT/requirements/constraints.txt"
-STAMP="$VENV/.mmdynamixer-env"
+STACK="${MMDYNAMIXER_STACK:-default}"
 PYTHON="${PYTHON:-python3}"
 CACHE="${MMDYNAMIXER_CACHE:-$HOME/.cache/mmdynamixer}"
+if [[ "$STACK" == default ]]; then
+    VENV="${MMDYNAMIXER_VENV:-$ROOT/.venv}"
+    constraint_files=("$ROOT/requirements/constraints.txt")
+else
+    if [[ ! -f "$ROOT/requirements/stack-$STACK.txt" ]]; then
+        echo "MMDYNAMIXER_STACK=$STACK: no requirements/stack-$STACK.txt; the stacks are default," \
+            "$(cd "$ROOT/requirements" && ls stack-*.txt | sed 's/^stack-//; s/\.txt$//' | paste -sd, - | sed 's/,/, /g')" >&2
+        exit 2
+    fi
+    VENV="${MMDYNAMIXER_VENV:-$ROOT/.venv-$STACK}"
+    constraint_files=("$ROOT/requirements/constraints.txt" "$ROOT/requirements/stack-$STACK.txt")
+fi
+STAMP="$VENV/.mmdynamixer-env"
 
-want="$("$PYTHON" --version 2>&1) $(cat "$CONSTRAINTS" "$ROOT/setup.py" "$ROOT/tools/setup_env.sh" \
+want="$("$PYTHON" --version 2>&1) $(cat "${constraint_files[@]}" "$ROOT/setup.py" "$ROOT/tools/setup_env.sh" \
     "$ROOT/tools/cuda_setup.py" | sha256sum | cut -d' ' -f1) ${MMDYNAMIXER_CUDA_OPS:-} ${TORCH_CUDA_ARCH_LIST:-}"
 if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
     exit 0
@@ -24,9 +37,16 @@ fi
 
 log() { echo "[setup_env $(date +%H:%M:%S)] $*"; }
 start=$SECONDS
-log "creating or refreshing $VENV"
+log "creating or refreshing $VENV ($STACK stack)"
 rm -f "$STAMP"
 "$PYTHON" -m venv "$VENV"
+CONSTRAINTS="${constraint_files[0]}"
+if [[ "$STACK" != default ]]; then
+    # The stack's pins replace constraints.txt's (pip refuses two pins of one package).
+    CONSTRAINTS="$VENV/constraints.txt"
+    overridden="$(grep -oE '^[A-Za-z0-9_.-]+==' "${constraint_files[1]}" | paste -sd'|' -)"
+    { grep -vE "^($overridden)" "${constraint_files[0]}"; cat "${constraint_files[1]}"; } > "$CONSTRAINTS"
+fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 pin() { grep -E "^$1==" "$CONSTRAINTS" | cut -d= -f3; }
 
@@ -59,8 +79,10 @@ if ! ls "$wheel_dir"/mmcv-*.whl >/dev/null 2>&1; then
     trap 'rm -rf "$work"' EXIT
     "${PIP[@]}" download -q --no-deps --no-binary :all: "mmcv==$mmcv_version" -d "$work"
     tar -xzf "$work/mmcv-$mmcv_version.tar.gz" -C "$work"
-    # torch >= 2.14's headers refuse C++17; mmcv 2.1.0 hard-codes -std=c++17.
-    sed -i 's/c++17/c++20/g' "$work/mmcv-$mmcv_version/setup.py"
+    # torch >= 2.14's headers refuse C++17; mmcv 2.1.0 hard-codes -std=c++17, which older torch needs.
+    if [[ "$(printf '2.14\n%s\n' "${torch_version%%+*}" | sort -V | head -1)" == 2.14 ]]; then
+        sed -i 's/c++17/c++20/g' "$work/mmcv-$mmcv_version/setup.py"
+    fi
     # No build isolation: the isolated build cannot see torch and silently skips the ops.
     MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
         "${PIP[@]}" wheel -q --no-build-isolation --no-deps "$work/mmcv-$mmcv_version" -w "$work/wheel"

@@ -17,7 +17,7 @@ import torch
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.logging import print_log
 
-from ..checkpoints import refused_global
+from ..checkpoints import WEIGHTS_ONLY_LOADING, refused_global
 from .serialization import mmengine_checkpoint_loading
 
 POINTER = 'last_checkpoint'
@@ -83,7 +83,7 @@ def why_not_resumable(path: str) -> Optional[str]:
         return 'no such file'
     try:
         with mmengine_checkpoint_loading():
-            checkpoint = torch.load(path, map_location='cpu', mmap=True, weights_only=True)
+            checkpoint = torch.load(path, map_location='cpu', mmap=True, weights_only=WEIGHTS_ONLY_LOADING)
     except Exception as error:
         refused = refused_global(error)
         if refused:

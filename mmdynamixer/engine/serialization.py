@@ -15,7 +15,8 @@ import pickle
 
 import numpy as np
 import torch
-from torch.torch_version import TorchVersion
+
+from ..checkpoints import WEIGHTS_ONLY_LOADING
 
 
 def _history_buffer_statistic(owner, name: str):
@@ -54,7 +55,7 @@ def mmengine_checkpoint_loading(*extra):
 
     On torch < 2.6 it changes nothing: loading is not weights-only by default there, and those versions do not
     accept the ``(function, name)`` entries used here."""
-    if torch.__version__ < TorchVersion('2.6'):
+    if not WEIGHTS_ONLY_LOADING:
         yield
         return
     allowed = torch.serialization.get_safe_globals()
