@@ -10,6 +10,11 @@ from mmdynamixer.testing import write_image_folder
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'stack: also run in the floor and ceiling stacks (tools/run_tests.sh): '
+                                       'what must hold from the oldest to the newest torch we support')
+
+
 @pytest.fixture(scope='session')
 def repo() -> Path:
     return REPO

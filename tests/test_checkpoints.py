@@ -204,6 +204,7 @@ def test_timm_loads_release_checkpoint(tmp_path):
             torch.testing.assert_close(model(x), ema(x), atol=1e-4, rtol=1e-4, msg=str(how))
 
 
+@pytest.mark.stack
 def test_timm_loads_mmpretrain_checkpoint(tmp_path, repo):
     """An mmpretrain classifier's checkpoint as mmengine saves it, as a pretrained ``file``: the classifier's logits."""
     import timm

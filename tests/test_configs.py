@@ -3,6 +3,7 @@
 (The dense configs are built and trained a few iterations in test_dense.py.)"""
 import ast
 import copy
+import importlib
 import re
 from contextlib import nullcontext
 from functools import lru_cache
@@ -305,13 +306,15 @@ def test_recipe_pipelines_run_on_imagenet_layouts(imagenet_1k_classes, layout):
             assert sample['data_samples'].gt_label.item() == (5 if layout == 'folders' else 35)
 
 
-def test_registered_for_every_toolbox():
-    """mmdet and mmseg configs name it ``mmpretrain.DynaMixer``."""
-    from mmdet.registry import MODELS as DET_MODELS
+@pytest.mark.stack
+@pytest.mark.parametrize('scope,backbone_type', [('mmpretrain', 'DynaMixer'), ('mmdet', 'mmpretrain.DynaMixer'),
+                                                 ('mmseg', 'mmpretrain.DynaMixer')])
+def test_registered_for_every_toolbox(scope, backbone_type):
+    """Each toolbox's registry builds it in its own scope; mmdet and mmseg configs name it ``mmpretrain.DynaMixer``."""
     from mmengine.registry import DefaultScope
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        backbone = DET_MODELS.build(dict(type='mmpretrain.DynaMixer', arch=TINY_ARCH, out_indices=(0, 1, 2, 3),
-                                         final_norm=False))
+    models = importlib.import_module(f'{scope}.registry').MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        backbone = models.build(dict(type=backbone_type, arch=TINY_ARCH, out_indices=(0, 1, 2, 3), final_norm=False))
     outs = backbone(torch.randn(1, 3, 64, 80))
     assert [tuple(o.shape) for o in outs] == [(1, 16, 10, 12), (1, 32, 5, 6), (1, 32, 5, 6), (1, 32, 5, 6)]
 

@@ -19,6 +19,7 @@ def test_param_count_matches_release(arch):
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == RELEASE_PARAMS_M[arch]
 
 
+@pytest.mark.stack
 @pytest.mark.parametrize('arch', ['s', 'm', 'l'])
 def test_logits_equal_release_forward(arch):
     model = perturbed(DynaMixerNet(arch))

@@ -26,6 +26,7 @@ def stage_outputs(model, x):
     return seen
 
 
+@pytest.mark.stack
 def test_features_only_gives_feature_info_modules_outputs():
     model = perturbed(timm.create_model('dynamixer_s', features_only=True, out_indices=(0, 2)))
     assert model.feature_info.channels() == [192, 384]

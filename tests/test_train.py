@@ -201,6 +201,7 @@ ONE_EPOCH = ['--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=
              'default_hooks.checkpoint.by_epoch=False', 'default_hooks.checkpoint.interval=6']
 
 
+@pytest.mark.stack
 def test_mmpretrain_dist_train_on_digits_resumes_past_truncated_checkpoint(digits, repo):
     """mmpretrain's own dist_train.sh (2 CPU processes) on the digits config as shipped: the config's runner trains
     its AMP in float32 with a warning, runs DDP with gloo, and --resume skips a truncated newest checkpoint."""
