@@ -20,8 +20,9 @@ if [[ "$STACK" == default ]]; then
     constraint_files=("$ROOT/requirements/constraints.txt")
 else
     if [[ ! -f "$ROOT/requirements/stack-$STACK.txt" ]]; then
-        echo "MMDYNAMIXER_STACK=$STACK: no requirements/stack-$STACK.txt; the stacks are default," \
-            "$(cd "$ROOT/requirements" && ls stack-*.txt | sed 's/^stack-//; s/\.txt$//' | paste -sd, - | sed 's/,/, /g')" >&2
+        known=default
+        for file in "$ROOT"/requirements/stack-*.txt; do known+=", $(basename "$file" .txt | cut -d- -f2-)"; done
+        echo "MMDYNAMIXER_STACK=$STACK: no requirements/stack-$STACK.txt; the stacks are $known" >&2
         exit 2
     fi
     VENV="${MMDYNAMIXER_VENV:-$ROOT/.venv-$STACK}"

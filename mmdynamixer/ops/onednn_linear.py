@@ -8,10 +8,10 @@ full float32 (no reduced-precision math: results differ from MKL's by summation 
 custom op ``mmdynamixer::onednn_linear``, so that ``torch.compile`` keeps it as one opaque kernel. A
 residual is added in the matmul's epilogue, and ``linear_gelu`` applies GELU there when no gradient
 is needed.
-Anything else (CUDA, other dtypes, autocast, few rows, oneDNN disabled or missing, torch < 2.4) takes F.linear, and so
-do the tracers whose graphs leave this process: TorchScript tracing (FLOP counters such as mmengine's
-FlopAnalyzer), torch.export and the ONNX exporter built on it, and torch.fx symbolic tracing. Their graphs
-hold ``aten::linear``, never this op.
+Anything else (CUDA, other dtypes, autocast, few rows, oneDNN disabled or missing, torch < 2.4) takes
+F.linear, and so do the tracers whose graphs leave this process: TorchScript tracing (FLOP counters such as
+mmengine's FlopAnalyzer), torch.export and the ONNX exporter built on it, and torch.fx symbolic tracing.
+Their graphs hold ``aten::linear``, never this op.
 """
 from typing import Optional
 
@@ -24,7 +24,7 @@ _HAVE_ONEDNN = (hasattr(torch.library, 'custom_op') and torch.backends.mkldnn.is
                 and hasattr(getattr(torch.ops, 'mkldnn', None), '_linear_pointwise'))
 if _HAVE_ONEDNN:
     from .onednn_ops import onednn_linear, onednn_linear_gelu
-# torch.compiler.is_exporting arrived in torch 2.6 (torch.compiler itself in 2.2).
+# torch.compiler.is_exporting is newer than torch 2.1, the oldest we support.
 _is_exporting = getattr(getattr(torch, 'compiler', None), 'is_exporting', lambda: False)
 # Below this many rows a call's fixed cost (tens of microseconds) outweighs oneDNN's faster kernel.
 MIN_ROWS = 256
