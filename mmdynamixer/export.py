@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from torch.torch_version import TorchVersion
 
 # torch.export.Dim.DYNAMIC and torch.onnx.export(dynamo=True, external_data=...) arrived in torch 2.6.
 EXPORT_MIN_TORCH = '2.6'
@@ -47,7 +48,7 @@ class ExportMismatch(RuntimeError):
 def require_export_support() -> None:
     """Refuse, naming the version, on a torch whose exporter lacks what :func:`export_onnx` and
     :func:`dynamic_shapes` use, instead of failing inside torch or exporting something else."""
-    if not hasattr(getattr(torch.export, 'Dim', None), 'DYNAMIC'):
+    if TorchVersion(torch.__version__) < EXPORT_MIN_TORCH:
         raise RuntimeError(f'ONNX export and torch.export of DynaMixer need torch >= {EXPORT_MIN_TORCH} '
                            f'(torch.export.Dim.DYNAMIC, the dynamo ONNX exporter); this is torch {torch.__version__}')
 
