@@ -122,6 +122,7 @@ EOF
 fi
 exec {sys.executable} "$@"''')
         self.gpus()
+        self.disk_free(64 * 1024 ** 3)
         self.torch('2.14.1+cu130', cuda='13.0', toolkit_pin='13.0.3')
         cuda_toolkit(self.packages / 'cuda-toolkit/nvidia/cu13', '13.0')
         for module in ('mmpretrain/models', 'mmdet/models', 'mmseg/models', 'timm/__init__', 'mmdynamixer/__init__'):
@@ -138,6 +139,11 @@ exec {sys.executable} "$@"''')
         query = ('printf "' + ''.join(f'{cap}\\n' for cap in caps) + '"' if caps_readable
                  else 'echo "Field \\"compute_cap\\" is not a valid field to query."; exit 2')
         executable(self.bin / 'nvidia-smi', f'if [ "$1" = -L ]; then {listing}else {query}; fi')
+
+    def disk_free(self, nbytes: int) -> None:
+        """``df -Pk`` reporting ``nbytes`` available on every file system."""
+        executable(self.bin / 'df', 'echo "Filesystem 1024-blocks Used Available Capacity Mounted on"; '
+                                    f'echo "/dev/vda 263174212 89127648 {nbytes // 1024} 84% /"')
 
     def torch(self, version: str, cuda, toolkit_pin) -> None:
         """The torch pip installs: ``torch.__version__``, ``torch.version.cuda`` and the cuda-toolkit its
@@ -281,6 +287,22 @@ def test_an_unknown_stack_is_refused_naming_the_stacks(host):
     assert out.stderr.strip() == ('MMDYNAMIXER_STACK=newest: no requirements/stack-newest.txt; the stacks are '
                                   'default, ceiling, floor')
     assert host.pip_calls() == [] and not host.venv.exists()
+
+
+def test_a_disk_too_full_for_a_new_venv_is_refused_before_pip_runs(host):
+    """The CI run that died of "No space left on device" in the ceiling stack's pip install: with 5 GiB free, a
+    new venv is refused at once, naming the space and the way out; an existing venv is refreshed whatever the disk."""
+    host.disk_free(5 * 1024 ** 3)
+    out = host.setup(MMDYNAMIXER_STACK='ceiling')
+    assert out.returncode == 3
+    assert f'setup_env: {host.root} has 5 GiB free; a new ceiling-stack venv takes about 6.5 GB' in out.stderr
+    assert 'MMDYNAMIXER_STACKS=default bash tools/run_tests.sh' in out.stderr
+    assert host.pip_calls() == [] and not host.venv.exists()
+    assert host.setup(MMDYNAMIXER_STACK='ceiling', MMDYNAMIXER_MIN_FREE_GIB='4').returncode == 0
+
+    host.torch('2.1.2+cu121', cuda='12.1', toolkit_pin=None)
+    refreshed = host.setup(MMDYNAMIXER_STACK='floor')
+    assert refreshed.returncode == 0 and '(floor stack)' in refreshed.stdout, refreshed.stderr
 
 
 def test_gpu_less_build_host_uses_the_users_toolkit_and_archs(host):

@@ -37,6 +37,19 @@ if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; t
 fi
 
 log() { echo "[setup_env $(date +%H:%M:%S)] $*"; }
+# A new venv takes 5.7-6.4 GB (PyPI's torch brings its CUDA libraries and triton): refuse at once rather than
+# let pip die of a full disk halfway through.
+if [[ ! -d "$VENV/lib" ]]; then
+    need_gib="${MMDYNAMIXER_MIN_FREE_GIB:-8}"
+    parent="$(dirname "$VENV")"
+    free_kib="$(df -Pk "$parent" | awk 'NR == 2 {print $4}')"
+    if (( free_kib < need_gib * 1024 * 1024 )); then
+        echo "setup_env: $parent has $((free_kib / 1024 / 1024)) GiB free; a new $STACK-stack venv takes about 6.5 GB" \
+            "(torch with PyPI's CUDA libraries) and set-up asks for $need_gib GiB (MMDYNAMIXER_MIN_FREE_GIB)." \
+            "Free some space, or run the default stack alone: MMDYNAMIXER_STACKS=default bash tools/run_tests.sh" >&2
+        exit 3
+    fi
+fi
 start=$SECONDS
 log "creating or refreshing $VENV ($STACK stack)"
 rm -f "$STAMP"
