@@ -15,7 +15,7 @@ from mmengine.config import Config
 
 from mmdynamixer.engine.checks import backbone_out_channels, backbone_out_strides, check_neck_in_channels
 from mmdynamixer.models import DynaMixerNet
-from mmdynamixer.testing import TINY_ARCH, tool_env, upstream_tool
+from mmdynamixer.testing import TINY_ARCH, build_mmpretrain_model, tool_env, upstream_tool
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / 'configs' / 'dynamixer'
@@ -166,6 +166,55 @@ def test_pretrained_classifier_loads_into_dense_backbone(name, tmp_path):
     assert set(release) - set(loaded) == {'norm.weight', 'norm.bias', 'head.weight', 'head.bias'}
     for key in set(loaded) & set(release):
         torch.testing.assert_close(loaded[key], release[key], rtol=0, atol=0, msg=key)
+
+
+# The digit-scenes configs (the dense demo) and the COCO / ADE20K config each inherits.
+DIGIT_SCENES = {'retinanet_dynamixer-tiny_fpn_digit-scenes.py': 'retinanet_dynamixer-s_fpn_1x_coco.py',
+                'mask-rcnn_dynamixer-tiny_fpn_digit-scenes.py': 'mask-rcnn_dynamixer-s_fpn_1x_coco.py',
+                'fpn_dynamixer-tiny_digit-scenes.py': 'fpn_dynamixer-s_8xb4-40k_ade20k-512x512.py',
+                'upernet_dynamixer-tiny_digit-scenes.py': 'upernet_dynamixer-s_8xb2-160k_ade20k-512x512.py'}
+
+
+@pytest.mark.parametrize('name', DIGIT_SCENES)
+def test_digit_scenes_config_is_its_s_config_on_the_digits_classifiers_backbone(name, tmp_path):
+    """The config keeps its S config's detector or segmentor (strides, anchors, RoI strides, heads), and its
+    backbone is the digits classifier's arch, initialised from that classifier's checkpoint with
+    ``prefix='backbone.'``: every backbone tensor comes from it except the two output norms (the classifier's
+    final norm is ``norm``)."""
+    cfg, coco_or_ade = load(name), load(DIGIT_SCENES[name])
+    classifier_cfg = Config.fromfile(str(CONFIG_DIR / 'dynamixer-tiny_2xb64_digits.py'))
+    backbone = cfg.model.backbone
+    assert backbone.arch == classifier_cfg.model.backbone.arch
+    assert backbone.init_cfg == dict(type='Pretrained', checkpoint='checkpoints/dynamixer-tiny_digits.pth',
+                                     prefix='backbone.')
+    assert backbone.out_indices == coco_or_ade.model.backbone.out_indices and backbone.final_norm is False
+    assert backbone_out_strides(backbone) == [7, 14]
+    assert pyramid_strides(cfg) == pyramid_strides(coco_or_ade)
+    for head in ('bbox_head', 'rpn_head'):
+        if head in cfg.model:
+            assert cfg.model[head].anchor_generator == coco_or_ade.model[head].anchor_generator
+    assert cfg.model.type == coco_or_ade.model.type
+    assert cfg.model.get('decode_head', {}).get('type') == coco_or_ade.model.get('decode_head', {}).get('type')
+    assert cfg.model.neck.num_outs == coco_or_ade.model.neck.num_outs
+    check_neck_in_channels(cfg)
+    assert cfg.runner_type == 'DynaMixerRunner' and cfg.default_hooks.checkpoint.type == 'AtomicCheckpointHook'
+    for loader in ('train_dataloader', 'val_dataloader'):
+        assert cfg[loader].dataset.data_root == 'data/digit_scenes/'
+        assert 'RandomFlip' not in [t['type'] for t in cfg[loader].dataset.pipeline]  # a mirrored digit
+
+    classifier = build_mmpretrain_model(classifier_cfg.model)
+    checkpoint = tmp_path / 'dynamixer-tiny_digits.pth'
+    torch.save(dict(state_dict=classifier.state_dict()), checkpoint)
+    init_cfg = dict(backbone.init_cfg, checkpoint=str(checkpoint))
+    model = build(cfg)  # (drops init_cfg)
+    model.backbone.init_cfg = init_cfg
+    model.init_weights()
+    loaded = model.backbone.state_dict()
+    trained = {key[len('backbone.'):]: value for key, value in classifier.state_dict().items()
+               if key.startswith('backbone.')}
+    assert set(loaded) - set(trained) == {'norm0.weight', 'norm0.bias', 'norm3.weight', 'norm3.bias'}
+    for key in set(loaded) & set(trained):
+        torch.testing.assert_close(loaded[key], trained[key], rtol=0, atol=0, msg=key)
 
 
 # --------------------------------------------------------------------------------------------------
