@@ -217,6 +217,35 @@ def test_digit_scenes_config_is_its_s_config_on_the_digits_classifiers_backbone(
         torch.testing.assert_close(loaded[key], trained[key], rtol=0, atol=0, msg=key)
 
 
+@pytest.mark.parametrize('name', ['retinanet_r18_fpn_digit-scenes.py', 'fpn_r18_digit-scenes.py'])
+def test_resnet_baseline_is_the_digit_scenes_config_with_resnet18(name):
+    """The dense demo's baselines differ from the DynaMixer configs in the backbone and what its strides need
+    only: data, schedule, optimizer, neck and head widths are the same; the pyramid starts at stride 8 (RetinaNet)
+    or 4 (Semantic FPN) with anchors of the same sizes, 32-512 px."""
+    cfg = Config.fromfile(str(REPO / 'configs/resnet' / name))
+    ours = load(name.replace('r18', 'dynamixer-tiny'))
+    for key in ('train_dataloader', 'val_dataloader', 'val_evaluator', 'optim_wrapper', 'param_scheduler',
+                'train_cfg', 'randomness'):
+        assert cfg[key] == ours[key], key
+    assert cfg.model.neck.out_channels == ours.model.neck.out_channels
+    assert cfg.model.backbone.type in ('ResNet', 'ResNetV1c') and cfg.model.backbone.depth == 18
+    model = build(cfg).eval()
+    height, width = 97, 131
+    with torch.no_grad():
+        levels = model.neck(model.backbone(torch.randn(1, 3, height, width)))
+    if cfg.model.type == 'RetinaNet':
+        strides = cfg.model.bbox_head.anchor_generator.strides
+        assert strides == [8, 16, 32, 64, 128]
+        smallest = [float(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sqrt().min())
+                    for b in model.bbox_head.prior_generator.gen_base_anchors()]
+        assert smallest == pytest.approx([32, 64, 128, 256, 512], rel=1e-5)
+    else:
+        strides = cfg.model.decode_head.feature_strides
+        assert cfg.model.decode_head.type == 'FPNHead' and strides == [4, 8, 16, 32]
+    assert [tuple(level.shape[2:]) for level in levels] == [(ceil_div(height, s), ceil_div(width, s))
+                                                           for s in strides]
+
+
 # --------------------------------------------------------------------------------------------------
 # (b) a real training iteration and a validation pass through tools/train.py.
 
