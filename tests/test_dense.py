@@ -105,7 +105,8 @@ def test_config_builds_with_real_strides(name):
         assert [s for s in cfg.param_scheduler if s.type == 'MultiStepLR'][0].milestones == [8, 11]
     else:
         assert cfg.train_cfg.max_iters == (160000 if name.startswith('upernet') else 40000)
-        assert tuple(cfg.model.data_preprocessor.size) == (512, 512)
+        assert tuple(cfg.model.data_preprocessor.size) == (518, 518)  # 512 crops, padded to 14's multiple
+        assert cfg.model.data_preprocessor.test_cfg == dict(size_divisor=14)
 
     model = build(cfg).eval()
     # Only the outputs' norms exist: no classifier norm, no unused parameters under DDP.
@@ -141,6 +142,68 @@ def test_config_builds_with_real_strides(name):
     assert decay[id(block.norm1.weight)] == 0 and decay[id(block.attn.mix_h.generate.bias)] == 0
     assert decay[id(block.attn.mix_h.generate.weight)] == 0.05 and decay[id(model.backbone.patch_embed.proj.weight)] \
         == 0.05
+
+
+def ink_at_stride_7(model, num_classes: int):
+    """Stands in for backbone, neck and head: logits on the grid of the real backbone's stride-7 map (its size
+    read from a real forward), class 1 where a 7 x 7 cell of the input is bright, 0 elsewhere. A perfect
+    segmentor at stride 7, so that only the config's padding and mmseg's resizing decide where its pixels land."""
+    real_features = model.extract_feat
+
+    def cells(inputs):
+        height, width = real_features(inputs)[0].shape[2:]
+        covered = torch.nn.functional.pad(inputs.mean(1, keepdim=True),
+                                          (0, 7 * width - inputs.shape[3], 0, 7 * height - inputs.shape[2]))
+        bright = torch.nn.functional.avg_pool2d(covered, 7) > 0.5
+        logits = torch.full((inputs.shape[0], num_classes, height, width), -10.0)
+        logits[:, 0] = torch.where(bright[:, 0], -5.0, 5.0)
+        logits[:, 1] = torch.where(bright[:, 0], 5.0, -5.0)
+        return logits
+
+    model.extract_feat = lambda inputs: inputs
+    model.decode_head.forward = cells
+
+
+# M and L inherit S's data preprocessor (checked above).
+@pytest.mark.parametrize('name', [name for name in SEG_CONFIGS if '-s_' in name]
+                         + ['fpn_dynamixer-tiny_digit-scenes.py', 'upernet_dynamixer-tiny_digit-scenes.py'])
+def test_segmentor_logits_land_on_their_pixels(name):
+    """Images whose sides are not multiples of 7 or 14, each with a bright band on the stride-7 grid (one
+    vertical, one horizontal, ending near the far sides): a segmentor that is exact at stride 7 must label exactly
+    the band, in training (loss accuracy on the padded batch) and in testing (``test_step``'s prediction at the
+    image's size). Resizing the logits of the backbone's own padding (7 * ceil(H / 7) pixels) onto the image
+    shifts a band's far edge by up to 13 pixels. (Bands, not blocks: bilinear upsampling rounds a block's
+    corners off wherever the logits are.)"""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    cfg = load(name)
+    model = build(cfg).eval()
+    height, width = 93, 121
+    bands = torch.zeros(2, height, width, dtype=torch.long)
+    bands[0, :, 70:112] = 1
+    bands[1, 56:84, :] = 1
+    ink_at_stride_7(model, cfg.model.decode_head.num_classes)
+
+    def batch():
+        images = [(band * 255).to(torch.uint8).expand(3, height, width) for band in bands]
+        samples = [SegDataSample(gt_sem_seg=PixelData(data=band[None].clone()),
+                                 metainfo=dict(img_shape=(height, width), ori_shape=(height, width)))
+                   for band in bands]
+        return dict(inputs=images, data_samples=samples)
+
+    padded = model.data_preprocessor(batch(), training=True)
+    with torch.no_grad():
+        losses = model.decode_head.loss(model.extract_feat(padded['inputs']), padded['data_samples'],
+                                        model.train_cfg)
+    assert float(losses['acc_seg']) == 100.0
+
+    with torch.no_grad():
+        results = model.test_step(batch())
+    for band, result in zip(bands, results):
+        predicted = result.pred_sem_seg.data[0]
+        assert predicted.shape == (height, width)
+        assert torch.equal(predicted, band), f'{int((predicted != band).sum())} pixels off the band'
 
 
 @pytest.mark.parametrize('name', ['mask-rcnn_dynamixer-s_fpn_1x_coco.py', 'fpn_dynamixer-s_8xb4-40k_ade20k-512x512.py'])

@@ -18,7 +18,12 @@ _base_ = [
 # An ImageNet-1k classifier converted by tools/model_converters/dynamixer_to_mmpretrain.py.
 pretrained = 'checkpoints/dynamixer-s_in1k.pth'
 crop_size = (512, 512)
-data_preprocessor = dict(size=crop_size)  # training batches are padded to the crop size
+# Inputs padded to multiples of 14, so that the maps at strides 7 and 14 cover the image and nothing more:
+# the backbone pads any other size itself (7 * ceil(H / 7) pixels at stride 7), and mmseg resizes the
+# logits of that larger area onto the unpadded image, a shift of up to 13 pixels. Training crops go
+# into 518 x 518 batches (the padding labelled 255, ignored); test images are padded by 0-13 pixels,
+# which mmseg crops from the logits before resizing them (`padding_size`).
+data_preprocessor = dict(size=(518, 518), test_cfg=dict(size_divisor=14))
 model = dict(
     data_preprocessor=data_preprocessor,
     pretrained=None,
