@@ -305,6 +305,9 @@ def test_resnet_baseline_is_the_digit_scenes_config_with_resnet18(name):
     else:
         strides = cfg.model.decode_head.feature_strides
         assert cfg.model.decode_head.type == 'FPNHead' and strides == [4, 8, 16, 32]
+        # Inputs padded to ResNet's coarsest stride in training and test, as ours to 14: same alignment.
+        assert cfg.model.data_preprocessor.size_divisor == 32
+        assert cfg.model.data_preprocessor.test_cfg == dict(size_divisor=32)
     assert [tuple(level.shape[2:]) for level in levels] == [(ceil_div(height, s), ceil_div(width, s))
                                                            for s in strides]
 

@@ -1,11 +1,12 @@
 # The dense demo's baseline: fpn_dynamixer-tiny_digit-scenes.py (same data, schedule, neck and head widths) with
 # mmseg's ResNet-18 (ResNetV1c, as mmseg's fpn_r50) instead of the DynaMixer, and what ResNet's strides need: the
-# FPN over its four stages and mmseg's own FPNHead at strides 4-32. Trained from scratch as the config stands,
+# FPN over its four stages, mmseg's own FPNHead at strides 4-32 and inputs padded to multiples of 32 (in training
+# and test, so that its logits align with the pixels as ours do at 14). Trained from scratch as the config stands,
 # with BN (one process: no SyncBN).
 _base_ = ['../dynamixer/fpn_dynamixer-tiny_digit-scenes.py']
 
 model = dict(
-    data_preprocessor=dict(size_divisor=32),
+    data_preprocessor=dict(size_divisor=32, test_cfg=dict(size_divisor=32)),
     backbone=dict(
         _delete_=True,
         type='ResNetV1c',
