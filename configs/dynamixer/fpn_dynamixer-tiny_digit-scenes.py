@@ -58,15 +58,15 @@ val_dataloader = dict(
                  pipeline=test_pipeline, **dataset))
 test_dataloader = val_dataloader
 
-# The ADE20K schedule's shape (linear warm-up, then poly decay) over 2000 iterations of 8 scenes (40 epochs),
-# its warm-up scaled to 100 iterations; AdamW at 1e-3 for a small model trained briefly.
+# The ADE20K schedule's shape (linear warm-up, then poly decay) over 1600 iterations of 8 scenes (32 epochs:
+# within 10 minutes on 2 cores), its warm-up scaled to 100 iterations; AdamW at 1e-3 for a small model trained briefly.
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=100),
-    dict(type='PolyLR', eta_min=0.0, power=0.9, by_epoch=False, begin=100, end=2000),
+    dict(type='PolyLR', eta_min=0.0, power=0.9, by_epoch=False, begin=100, end=1600),
 ]
-train_cfg = dict(max_iters=2000, val_interval=500)
+train_cfg = dict(max_iters=1600, val_interval=400)
 default_hooks = dict(logger=dict(interval=50),
-                     checkpoint=dict(interval=500, max_keep_ckpts=1, save_best='mIoU'))
+                     checkpoint=dict(interval=400, max_keep_ckpts=1, save_best='mIoU'))
 # A fixed seed: the demo's figures reproduce (--cfg-options randomness.seed=N for another).
 randomness = dict(seed=0)
