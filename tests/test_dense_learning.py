@@ -5,13 +5,13 @@ tools/demo/prepare_digit_scenes.py. COCO's bbox mAP (pycocotools) and mmseg's mI
 Calibrated on this 2-core Zen 3 (seeds 0 and 1 of the same runs, 1 thread each): Semantic FPN reached mIoU 33.0 and
 37.6 against 8.6 for background everywhere, and 14.6 with mmseg's FPNHead (built for powers of two) in place of
 StrideFPNHead: the threshold, 25, fails that head. Test images not padded to multiples of 14 (logits shifted by up
-to 13 pixels) gave 26.7 and 30.5, too close to call here: tests/test_dense.py catches that geometrically.
-RetinaNet reached bbox mAP 0.267 and 0.132 (0.026 after one epoch): the threshold, 0.08, says it learns at all. Anchors at stride 8 instead of 7 are not caught here, since
-regression makes up for them on training scenes (0.135 at 30 epochs, 0.358 and 0.285 at 50); the config tests
-catch them (tests/test_dense.py: the heads' strides against the maps' sizes). The backbone's two maps swapped
-fails both tests at the first forward (the neck's lateral convs get the other width). The runs are short: they
-prove that the configs' strides, anchors, necks and heads let the model learn; the held-out figures are the
-demo's (tools/demo/train_digit_scenes.sh).
+to 13 pixels) gave 26.7 and 30.5, too close to call here: tests/test_dense.py catches that geometrically. RetinaNet
+reached bbox mAP 0.267 and 0.132 (0.026 after one epoch): the threshold, 0.08, says it learns at all. Anchors at
+stride 8 instead of 7 are not caught here, since regression makes up for them on training scenes (0.135 at 30
+epochs, 0.358 and 0.285 at 50); the config tests catch them (tests/test_dense.py: the heads' strides against the
+maps' sizes). The backbone's two maps swapped fails both tests at the first forward (the neck's lateral convs get
+the other width). The runs are short: they prove that the configs' strides, anchors, necks and heads let the model
+learn; the held-out figures are the demo's (tools/demo/train_digit_scenes.sh).
 """
 import json
 import subprocess
