@@ -15,7 +15,7 @@ from mmengine.config import Config
 
 from mmdynamixer.engine.checks import backbone_out_channels, backbone_out_strides, check_neck_in_channels
 from mmdynamixer.models import DynaMixerNet
-from mmdynamixer.testing import TINY_ARCH, build_mmpretrain_model, tool_env, upstream_tool
+from mmdynamixer.testing import TINY_ARCH, build_mmpretrain_model, perturbed, tool_env, upstream_tool
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / 'configs' / 'dynamixer'
@@ -209,10 +209,10 @@ def test_segmentor_logits_land_on_their_pixels(name):
 @pytest.mark.parametrize('name', ['mask-rcnn_dynamixer-s_fpn_1x_coco.py', 'fpn_dynamixer-s_8xb4-40k_ade20k-512x512.py'])
 def test_pretrained_classifier_loads_into_dense_backbone(name, tmp_path):
     """The configs' init_cfg (Pretrained, prefix 'backbone.') loads a converted classifier checkpoint: every
-    backbone tensor comes from it except the new output norms."""
+    backbone tensor comes from it, the classifier's final norm as the last stage's output norm (norm3), except
+    the new stride-7 output norm (norm0)."""
     from mmdynamixer.checkpoints import release_to_mmpretrain
-    torch.manual_seed(0)
-    release = DynaMixerNet(TINY_ARCH, num_classes=10).state_dict()
+    release = perturbed(DynaMixerNet(TINY_ARCH, num_classes=10)).state_dict()
     checkpoint = tmp_path / 'dynamixer-tiny_in1k.pth'
     torch.save(dict(state_dict=release_to_mmpretrain(release)), checkpoint)
 
@@ -229,6 +229,8 @@ def test_pretrained_classifier_loads_into_dense_backbone(name, tmp_path):
     assert set(release) - set(loaded) == {'norm.weight', 'norm.bias', 'head.weight', 'head.bias'}
     for key in set(loaded) & set(release):
         torch.testing.assert_close(loaded[key], release[key], rtol=0, atol=0, msg=key)
+    for name in ('weight', 'bias'):
+        torch.testing.assert_close(loaded[f'norm3.{name}'], release[f'norm.{name}'], rtol=0, atol=0)
 
 
 # The digit-scenes configs (the dense demo) and the COCO / ADE20K config each inherits.
@@ -242,8 +244,8 @@ DIGIT_SCENES = {'retinanet_dynamixer-tiny_fpn_digit-scenes.py': 'retinanet_dynam
 def test_digit_scenes_config_is_its_s_config_on_the_digits_classifiers_backbone(name, tmp_path):
     """The config keeps its S config's detector or segmentor (strides, anchors, RoI strides, heads), and its
     backbone is the digits classifier's arch, initialised from that classifier's checkpoint with
-    ``prefix='backbone.'``: every backbone tensor comes from it except the two output norms (the classifier's
-    final norm is ``norm``)."""
+    ``prefix='backbone.'``: every backbone tensor comes from it, the classifier's final ``norm`` as ``norm3``,
+    except the new stride-7 output norm ``norm0``."""
     cfg, coco_or_ade = load(name), load(DIGIT_SCENES[name])
     classifier_cfg = Config.fromfile(str(CONFIG_DIR / 'dynamixer-tiny_2xb64_digits.py'))
     backbone = cfg.model.backbone
@@ -265,7 +267,7 @@ def test_digit_scenes_config_is_its_s_config_on_the_digits_classifiers_backbone(
         assert cfg[loader].dataset.data_root == 'data/digit_scenes/'
         assert 'RandomFlip' not in [t['type'] for t in cfg[loader].dataset.pipeline]  # a mirrored digit
 
-    classifier = build_mmpretrain_model(classifier_cfg.model)
+    classifier = perturbed(build_mmpretrain_model(classifier_cfg.model))
     checkpoint = tmp_path / 'dynamixer-tiny_digits.pth'
     torch.save(dict(state_dict=classifier.state_dict()), checkpoint)
     init_cfg = dict(backbone.init_cfg, checkpoint=str(checkpoint))
@@ -278,6 +280,8 @@ def test_digit_scenes_config_is_its_s_config_on_the_digits_classifiers_backbone(
     assert set(loaded) - set(trained) == {'norm0.weight', 'norm0.bias', 'norm3.weight', 'norm3.bias'}
     for key in set(loaded) & set(trained):
         torch.testing.assert_close(loaded[key], trained[key], rtol=0, atol=0, msg=key)
+    for name in ('weight', 'bias'):
+        torch.testing.assert_close(loaded[f'norm3.{name}'], trained[f'norm.{name}'], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize('name', ['retinanet_r18_fpn_digit-scenes.py', 'fpn_r18_digit-scenes.py'])

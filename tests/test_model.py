@@ -58,6 +58,25 @@ def test_negative_out_index_is_last_stage_with_final_norm():
     assert hasattr(model, 'norm') and not hasattr(model, 'norm3')
 
 
+def test_dense_model_takes_the_classifiers_final_norm_as_its_last_output_norm():
+    """A classifier's ``norm`` normalises the last stage's output, which a dense model normalises with ``norm3``:
+    loading carries it over (plain torch loading, as timm and mmengine both load through _load_from_state_dict).
+    A dense model without the last stage has no place for it; a checkpoint with its own norm3 keeps it."""
+    classifier = perturbed(DynaMixerNet(TINY_ARCH, num_classes=10)).state_dict()
+    dense = DynaMixerNet(TINY_ARCH, num_classes=0, out_indices=(0, 3), final_norm=False)
+    result = dense.load_state_dict(classifier, strict=False)
+    assert result.missing_keys == ['norm0.weight', 'norm0.bias']
+    assert result.unexpected_keys == ['head.weight', 'head.bias']
+    assert torch.equal(dense.norm3.weight, classifier['norm.weight'])
+    assert torch.equal(dense.norm3.bias, classifier['norm.bias'])
+
+    shallow = DynaMixerNet(TINY_ARCH, num_classes=0, out_indices=(0, 1), final_norm=False)
+    assert set(shallow.load_state_dict(classifier, strict=False).unexpected_keys) >= {'norm.weight', 'norm.bias'}
+
+    own_norm3 = dict(classifier, **{'norm3.weight': torch.full((32,), 2.0), 'norm3.bias': torch.full((32,), 3.0)})
+    dense.load_state_dict(own_norm3, strict=False)
+    assert torch.equal(dense.norm3.weight, torch.full((32,), 2.0))
+
 def test_drop_path_grows_linearly_over_all_layers():
     model = DynaMixerNet('s', drop_path_rate=0.1)
     rates = [m.drop_path.drop_prob for stage in model.network if isinstance(stage, torch.nn.Sequential)

@@ -33,7 +33,7 @@ model = dict(
         arch='s',
         drop_path_rate=0.2,
         out_indices=(0, 3),  # the last stage at stride 7 and the last at stride 14
-        final_norm=False,  # each output through its own LayerNorm (norm0, norm3)
+        final_norm=False,  # each output through its own LayerNorm (norm0; norm3, loaded from the final norm)
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(
         type='FPN',

@@ -218,6 +218,17 @@ class DynaMixerNet(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A classifier's final ``norm`` is the output norm of the last stage: a dense model (``final_norm=False``,
+        the last stage normed by its own ``norm{last}``) takes it from a classifier checkpoint, as mmpretrain's Swin
+        carries its ``norm3`` from ImageNet to COCO. A checkpoint that has ``norm{last}`` keeps it."""
+        last_norm = f'norm{len(self.arch["layers"]) - 1}'
+        if hasattr(self, last_norm) and not hasattr(self, 'norm'):
+            for name in ('weight', 'bias'):
+                if f'{prefix}norm.{name}' in state_dict and f'{prefix}{last_norm}.{name}' not in state_dict:
+                    state_dict[f'{prefix}{last_norm}.{name}'] = state_dict.pop(f'{prefix}norm.{name}')
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _output_norm_name(self, stage: int) -> str:
         return 'norm' if self.final_norm and stage == len(self.arch['layers']) - 1 else f'norm{stage}'
 
