@@ -316,6 +316,35 @@ def test_resnet_baseline_is_the_digit_scenes_config_with_resnet18(name):
                                                            for s in strides]
 
 
+def test_resnet_detector_starts_from_the_resnet18_digits_classifier(tmp_path):
+    """The same init policy as ours: mmpretrain's ResNet-18 trained as our digits classifier (same data, pipeline
+    and schedule) initialises the RetinaNet baseline's backbone, every tensor of it (BN statistics included)."""
+    classifier_cfg = Config.fromfile(str(REPO / 'configs/resnet/resnet18_2xb64_digits.py'))
+    ours = Config.fromfile(str(CONFIG_DIR / 'dynamixer-tiny_2xb64_digits.py'))
+    for key in ('train_dataloader', 'val_dataloader', 'optim_wrapper', 'param_scheduler', 'train_cfg',
+                'custom_hooks', 'auto_scale_lr'):
+        assert classifier_cfg[key] == ours[key], key
+    assert classifier_cfg.model.head == dict(ours.model.head, in_channels=512)
+    assert classifier_cfg.model.train_cfg == ours.model.train_cfg  # Mixup / CutMix
+
+    cfg = Config.fromfile(str(REPO / 'configs/resnet/retinanet_r18_fpn_digit-scenes.py'))
+    assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='checkpoints/resnet18_digits.pth',
+                                               prefix='backbone.')
+    classifier = perturbed(build_mmpretrain_model(classifier_cfg.model))
+    checkpoint = tmp_path / 'resnet18_digits.pth'
+    torch.save(dict(state_dict=classifier.state_dict()), checkpoint)
+    init_cfg = dict(cfg.model.backbone.init_cfg, checkpoint=str(checkpoint))
+    model = build(cfg)  # (drops init_cfg)
+    model.backbone.init_cfg = init_cfg
+    model.init_weights()
+    loaded = model.backbone.state_dict()
+    trained = {key[len('backbone.'):]: value for key, value in classifier.state_dict().items()
+               if key.startswith('backbone.')}
+    assert set(loaded) == set(trained)
+    for key in loaded:
+        torch.testing.assert_close(loaded[key], trained[key], rtol=0, atol=0, msg=key)
+
+
 # --------------------------------------------------------------------------------------------------
 # (b) a real training iteration and a validation pass through tools/train.py.
 
