@@ -235,3 +235,35 @@ def test_benchmark_pipeline_needs_more_batches_than_workers(capsys):
         runpy.run_path(str(TOOLS / 'benchmark_pipeline.py'))['main'](
             ['--images', '8', '--batch', '4', '--workers', '1', '2'])
     assert '2 batches per epoch: need more than --workers 2' in capsys.readouterr().err
+
+
+def test_anchor_coverage_finds_boxes_under_the_smallest_anchor(tmp_path, capsys):
+    """On a 126 x 126 image, a 32 x 32 box centred on the stride-7 grid matches the smallest COCO-sized anchor
+    (32 px) exactly, and a 16 x 16 box on the same centre reaches IoU 16^2 / 32^2 = 0.25 at best: one box in two
+    under RetinaNet's 0.5 and 0.4. Anchors of half the size (octave_base_scale 16/7) match both exactly."""
+    annotations = tmp_path / 'instances.json'
+    annotations.write_text(json.dumps(dict(
+        images=[dict(id=1, width=126, height=126, file_name='1.png')],
+        annotations=[dict(id=1, image_id=1, bbox=[12, 12, 32, 32]), dict(id=2, image_id=1, bbox=[20, 20, 16, 16])],
+        categories=[dict(id=1, name='0')])))
+    coverage = runpy.run_path(str(TOOLS / 'anchor_coverage.py'))
+    config = str(REPO / 'configs/dynamixer/retinanet_dynamixer-tiny_fpn_digit-scenes.py')
+    coverage['main']([config, str(annotations)])
+    out = capsys.readouterr().out
+    assert 'best anchor IoU: median 0.625' in out
+    assert 'under pos_iou_thr 0.5: 50.0 % of the boxes' in out
+    assert 'under neg_iou_thr 0.4: 50.0 % of the boxes' in out
+    coverage['main']([config, str(annotations), '--cfg-options',
+                      f'model.bbox_head.anchor_generator.octave_base_scale={16 / 7}'])
+    out = capsys.readouterr().out
+    assert 'best anchor IoU: median 1.000' in out and 'under neg_iou_thr 0.4: 0.0 % of the boxes' in out
+
+
+def test_anchor_coverage_names_a_config_without_anchors(tmp_path, capsys):
+    annotations = tmp_path / 'instances.json'
+    annotations.write_text(json.dumps(dict(images=[], annotations=[], categories=[])))
+    coverage = runpy.run_path(str(TOOLS / 'anchor_coverage.py'))
+    config = str(REPO / 'configs/dynamixer/fpn_dynamixer-tiny_digit-scenes.py')
+    with pytest.raises(SystemExit):
+        coverage['main']([config, str(annotations)])
+    assert 'has no bbox_head or rpn_head with an anchor_generator' in capsys.readouterr().err
