@@ -233,6 +233,22 @@ def test_pretrained_classifier_loads_into_dense_backbone(name, tmp_path):
         torch.testing.assert_close(loaded[f'norm3.{name}'], release[f'norm.{name}'], rtol=0, atol=0)
 
 
+def backbone_from_classifier(cfg: Config, classifier_cfg: Config, folder: Path):
+    """Builds ``cfg``'s model and initialises its backbone through its own ``Pretrained`` init_cfg from a classifier
+    of ``classifier_cfg`` (weights moved off their initial values) saved under ``folder``. Returns the backbone's
+    state dict and the classifier's backbone tensors (``backbone.`` prefix removed)."""
+    classifier = perturbed(build_mmpretrain_model(classifier_cfg.model))
+    checkpoint = folder / 'classifier.pth'
+    torch.save(dict(state_dict=classifier.state_dict()), checkpoint)
+    init_cfg = dict(cfg.model.backbone.init_cfg, checkpoint=str(checkpoint))
+    model = build(cfg)  # (drops init_cfg)
+    model.backbone.init_cfg = init_cfg
+    model.init_weights()
+    trained = {key[len('backbone.'):]: value for key, value in classifier.state_dict().items()
+               if key.startswith('backbone.')}
+    return model.backbone.state_dict(), trained
+
+
 # The digit-scenes configs (the dense demo) and the COCO / ADE20K config each inherits.
 DIGIT_SCENES = {'retinanet_dynamixer-tiny_fpn_digit-scenes.py': 'retinanet_dynamixer-s_fpn_1x_coco.py',
                 'mask-rcnn_dynamixer-tiny_fpn_digit-scenes.py': 'mask-rcnn_dynamixer-s_fpn_1x_coco.py',
@@ -267,16 +283,7 @@ def test_digit_scenes_config_is_its_s_config_on_the_digits_classifiers_backbone(
         assert cfg[loader].dataset.data_root == 'data/digit_scenes/'
         assert 'RandomFlip' not in [t['type'] for t in cfg[loader].dataset.pipeline]  # a mirrored digit
 
-    classifier = perturbed(build_mmpretrain_model(classifier_cfg.model))
-    checkpoint = tmp_path / 'dynamixer-tiny_digits.pth'
-    torch.save(dict(state_dict=classifier.state_dict()), checkpoint)
-    init_cfg = dict(backbone.init_cfg, checkpoint=str(checkpoint))
-    model = build(cfg)  # (drops init_cfg)
-    model.backbone.init_cfg = init_cfg
-    model.init_weights()
-    loaded = model.backbone.state_dict()
-    trained = {key[len('backbone.'):]: value for key, value in classifier.state_dict().items()
-               if key.startswith('backbone.')}
+    loaded, trained = backbone_from_classifier(cfg, classifier_cfg, tmp_path)
     assert set(loaded) - set(trained) == {'norm0.weight', 'norm0.bias', 'norm3.weight', 'norm3.bias'}
     for key in set(loaded) & set(trained):
         torch.testing.assert_close(loaded[key], trained[key], rtol=0, atol=0, msg=key)
@@ -330,16 +337,7 @@ def test_resnet_detector_starts_from_the_resnet18_digits_classifier(tmp_path):
     cfg = Config.fromfile(str(REPO / 'configs/resnet/retinanet_r18_fpn_digit-scenes.py'))
     assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='checkpoints/resnet18_digits.pth',
                                                prefix='backbone.')
-    classifier = perturbed(build_mmpretrain_model(classifier_cfg.model))
-    checkpoint = tmp_path / 'resnet18_digits.pth'
-    torch.save(dict(state_dict=classifier.state_dict()), checkpoint)
-    init_cfg = dict(cfg.model.backbone.init_cfg, checkpoint=str(checkpoint))
-    model = build(cfg)  # (drops init_cfg)
-    model.backbone.init_cfg = init_cfg
-    model.init_weights()
-    loaded = model.backbone.state_dict()
-    trained = {key[len('backbone.'):]: value for key, value in classifier.state_dict().items()
-               if key.startswith('backbone.')}
+    loaded, trained = backbone_from_classifier(cfg, classifier_cfg, tmp_path)
     assert set(loaded) == set(trained)
     for key in loaded:
         torch.testing.assert_close(loaded[key], trained[key], rtol=0, atol=0, msg=key)
