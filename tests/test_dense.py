@@ -323,6 +323,23 @@ def test_resnet_baseline_is_the_digit_scenes_config_with_resnet18(name):
                                                            for s in strides]
 
 
+def test_resnet_segmentor_with_the_plain_stem_starts_from_the_resnet18_digits_classifier(tmp_path):
+    """The Semantic FPN baseline with mmseg's plain ResNet (the classifier's 7x7 stem), all else as the ResNetV1c
+    baseline: the ResNet-18 digits classifier initialises every tensor of its backbone."""
+    cfg = Config.fromfile(str(REPO / 'configs/resnet/fpn_r18-plain-stem_digit-scenes.py'))
+    v1c = Config.fromfile(str(REPO / 'configs/resnet/fpn_r18_digit-scenes.py'))
+    assert cfg.model.backbone.type == 'ResNet' and v1c.model.backbone.type == 'ResNetV1c'
+    assert {k: v for k, v in cfg.model.items() if k != 'backbone'} == {k: v for k, v in v1c.model.items()
+                                                                     if k != 'backbone'}
+    assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='checkpoints/resnet18_digits.pth',
+                                               prefix='backbone.')
+    classifier_cfg = Config.fromfile(str(REPO / 'configs/resnet/resnet18_2xb64_digits.py'))
+    loaded, trained = backbone_from_classifier(cfg, classifier_cfg, tmp_path)
+    assert set(loaded) == set(trained)
+    for key in loaded:
+        torch.testing.assert_close(loaded[key], trained[key], rtol=0, atol=0, msg=key)
+
+
 def test_resnet_detector_starts_from_the_resnet18_digits_classifier(tmp_path):
     """The same init policy as ours: mmpretrain's ResNet-18 trained as our digits classifier (same data, pipeline
     and schedule) initialises the RetinaNet baseline's backbone, every tensor of it (BN statistics included)."""
