@@ -3,7 +3,7 @@
 # four stages (strides 4-32) from stride 8 up, as mmdet's retinanet_r50_fpn, and its anchors (strides 8-128,
 # octave_base_scale 4: the same 32-512 px). The same init policy as ours: the backbone starts from the ResNet-18
 # digits classifier (resnet18_2xb64_digits.py, mmpretrain's ResNet-18 trained as our digits classifier; its best
-# checkpoint copied to `pretrained`), whose keys mmdet's ResNet shares; from scratch:
+# checkpoint published to `pretrained`), whose keys mmdet's ResNet shares; from scratch:
 # --cfg-options model.backbone.init_cfg=None. BN trained and no stage frozen either way, as nothing of ours is.
 _base_ = ['../dynamixer/retinanet_dynamixer-tiny_fpn_digit-scenes.py']
 
