@@ -77,6 +77,7 @@ def test_dense_model_takes_the_classifiers_final_norm_as_its_last_output_norm():
     dense.load_state_dict(own_norm3, strict=False)
     assert torch.equal(dense.norm3.weight, torch.full((32,), 2.0))
 
+
 def test_drop_path_grows_linearly_over_all_layers():
     model = DynaMixerNet('s', drop_path_rate=0.1)
     rates = [m.drop_path.drop_prob for stage in model.network if isinstance(stage, torch.nn.Sequential)
