@@ -60,6 +60,12 @@ def build(cfg: Config):
     return MODELS.build(cfg.model)
 
 
+def smallest_anchor_sizes(anchor_head) -> list:
+    """Side (square root of the area) of the smallest anchor on each level of an mmdet anchor head."""
+    return [float(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sqrt().min())
+            for b in anchor_head.prior_generator.gen_base_anchors()]
+
+
 def pyramid_strides(cfg: Config):
     """The strides the heads are told their input levels have."""
     model = cfg.model
@@ -127,9 +133,7 @@ def test_config_builds_with_real_strides(name):
     if cfg.default_scope == 'mmdet':
         # Anchors keep ResNet's sizes: the smallest per level (sqrt of its area) is 32, 64, 128, 256, 512 px.
         head = model.bbox_head if cfg.model.type == 'RetinaNet' else model.rpn_head
-        smallest = [float(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sqrt().min())
-                    for b in head.prior_generator.gen_base_anchors()]
-        assert smallest == pytest.approx([32, 64, 128, 256, 512], rel=1e-5)
+        assert smallest_anchor_sizes(head) == pytest.approx([32, 64, 128, 256, 512], rel=1e-5)
     if cfg.model.get('decode_head', {}).get('type') == 'StrideFPNHead':
         convs = [sum(type(m).__name__ == 'ConvModule' for m in head) for head in model.decode_head.scale_heads]
         ups = [sum(type(m).__name__ == 'Upsample' for m in head) for head in model.decode_head.scale_heads]
@@ -291,28 +295,51 @@ def test_digit_scenes_config_is_its_s_config_on_the_digits_classifiers_backbone(
         torch.testing.assert_close(loaded[f'norm3.{name}'], trained[f'norm.{name}'], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize('name', ['retinanet_r18_fpn_digit-scenes.py', 'fpn_r18_digit-scenes.py'])
+RESNET_BASELINES = ['retinanet_r18_fpn_digit-scenes.py', 'mask-rcnn_r18_fpn_digit-scenes.py',
+                    'fpn_r18_digit-scenes.py', 'upernet_r18_digit-scenes.py']
+
+
+@pytest.mark.parametrize('name', RESNET_BASELINES)
 def test_resnet_baseline_is_the_digit_scenes_config_with_resnet18(name):
     """The dense demo's baselines differ from the DynaMixer configs in the backbone and what its strides need
     only: data, schedule, optimizer, neck and head widths are the same; the pyramid starts at stride 8 (RetinaNet)
-    or 4 (Semantic FPN) with anchors of the same sizes, 32-512 px."""
+    or 4 (Mask R-CNN, Semantic FPN, UperNet) with anchors of the same sizes, 32-512 px, and RoIs pooled from
+    strides 4-32."""
     cfg = Config.fromfile(str(REPO / 'configs/resnet' / name))
     ours = load(name.replace('r18', 'dynamixer-tiny'))
     for key in ('train_dataloader', 'val_dataloader', 'val_evaluator', 'optim_wrapper', 'param_scheduler',
                 'train_cfg', 'randomness'):
         assert cfg[key] == ours[key], key
-    assert cfg.model.neck.out_channels == ours.model.neck.out_channels
     assert cfg.model.backbone.type in ('ResNet', 'ResNetV1c') and cfg.model.backbone.depth == 18
+    if cfg.model.type == 'MaskRCNN':  # the same RoI heads but for their strides (before mmdet adds its cfgs)
+        heads, our_heads = ({k: v for k, v in c.model.roi_head.items() if not k.endswith('_roi_extractor')}
+                            for c in (cfg, ours))
+        assert heads == our_heads
     model = build(cfg).eval()
     height, width = 97, 131
     with torch.no_grad():
-        levels = model.neck(model.backbone(torch.randn(1, 3, height, width)))
+        levels = model.backbone(torch.randn(1, 3, height, width))
+        if cfg.model.get('neck'):
+            assert cfg.model.neck.out_channels == ours.model.neck.out_channels
+            levels = model.neck(levels)
     if cfg.model.type == 'RetinaNet':
         strides = cfg.model.bbox_head.anchor_generator.strides
         assert strides == [8, 16, 32, 64, 128]
-        smallest = [float(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sqrt().min())
-                    for b in model.bbox_head.prior_generator.gen_base_anchors()]
-        assert smallest == pytest.approx([32, 64, 128, 256, 512], rel=1e-5)
+        assert smallest_anchor_sizes(model.bbox_head) == pytest.approx([32, 64, 128, 256, 512], rel=1e-5)
+    elif cfg.model.type == 'MaskRCNN':
+        strides = cfg.model.rpn_head.anchor_generator.strides
+        assert strides == [4, 8, 16, 32, 64]
+        assert smallest_anchor_sizes(model.rpn_head) == pytest.approx([32, 64, 128, 256, 512], rel=1e-5)
+        for extractor in ('bbox_roi_extractor', 'mask_roi_extractor'):
+            assert cfg.model.roi_head[extractor].featmap_strides == [4, 8, 16, 32]
+    elif cfg.model.decode_head.type == 'UPerHead':
+        strides = [4, 8, 16, 32]
+        # UperNet straight on the four stages, as mmseg's upernet_r50; the auxiliary head on stride 16.
+        assert cfg.model.decode_head.in_channels == [64, 128, 256, 512]
+        assert cfg.model.decode_head.channels == ours.model.decode_head.channels
+        assert (cfg.model.auxiliary_head.in_index, cfg.model.auxiliary_head.in_channels) == (2, 256)
+        assert cfg.model.data_preprocessor.size_divisor == 32
+        assert cfg.model.data_preprocessor.test_cfg == dict(size_divisor=32)
     else:
         strides = cfg.model.decode_head.feature_strides
         assert cfg.model.decode_head.type == 'FPNHead' and strides == [4, 8, 16, 32]
@@ -340,9 +367,11 @@ def test_resnet_segmentor_with_the_plain_stem_starts_from_the_resnet18_digits_cl
         torch.testing.assert_close(loaded[key], trained[key], rtol=0, atol=0, msg=key)
 
 
-def test_resnet_detector_starts_from_the_resnet18_digits_classifier(tmp_path):
+@pytest.mark.parametrize('name', ['retinanet_r18_fpn_digit-scenes.py', 'mask-rcnn_r18_fpn_digit-scenes.py',
+                                  'upernet_r18_digit-scenes.py'])
+def test_resnet_baseline_starts_from_the_resnet18_digits_classifier(name, tmp_path):
     """The same init policy as ours: mmpretrain's ResNet-18 trained as our digits classifier (same data, pipeline
-    and schedule) initialises the RetinaNet baseline's backbone, every tensor of it (BN statistics included)."""
+    and schedule) initialises the baseline's backbone, every tensor of it (BN statistics included)."""
     classifier_cfg = Config.fromfile(str(REPO / 'configs/resnet/resnet18_2xb64_digits.py'))
     ours = Config.fromfile(str(CONFIG_DIR / 'dynamixer-tiny_2xb64_digits.py'))
     for key in ('train_dataloader', 'val_dataloader', 'optim_wrapper', 'param_scheduler', 'train_cfg',
@@ -351,7 +380,7 @@ def test_resnet_detector_starts_from_the_resnet18_digits_classifier(tmp_path):
     assert classifier_cfg.model.head == dict(ours.model.head, in_channels=512)
     assert classifier_cfg.model.train_cfg == ours.model.train_cfg  # Mixup / CutMix
 
-    cfg = Config.fromfile(str(REPO / 'configs/resnet/retinanet_r18_fpn_digit-scenes.py'))
+    cfg = Config.fromfile(str(REPO / 'configs/resnet' / name))
     assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='checkpoints/resnet18_digits.pth',
                                                prefix='backbone.')
     loaded, trained = backbone_from_classifier(cfg, classifier_cfg, tmp_path)
