@@ -210,6 +210,28 @@ def test_segmentor_logits_land_on_their_pixels(name):
         assert torch.equal(predicted, band), f'{int((predicted != band).sum())} pixels off the band'
 
 
+@pytest.mark.parametrize('name', ['mask-rcnn_dynamixer-s_fpn_1x_coco.py', 'mask-rcnn_dynamixer-tiny_fpn_digit-scenes.py'])
+def test_mask_rcnn_roi_features_are_read_from_their_pyramid_cells(name):
+    """The RoI heads see the pyramid: the config's RoI extractor (mmcv's RoIAlign) gives, for boxes under 112 px
+    (level P7) and of 112-224 px (P14), what torchvision's RoIAlign reads from those levels. mmcv's kernels index
+    raw NCHW memory: pyramid maps with channels-last strides (a permuted NHWC backbone output, kept by the FPN's
+    convs) come out scrambled, and Mask R-CNN learned nothing on digit scenes (0.000 bbox and mask mAP)."""
+    from torchvision.ops import roi_align
+
+    cfg = load(name)
+    model = build(cfg).eval()
+    extractor = model.roi_head.bbox_roi_extractor
+    images = torch.randn(2, 3, 141, 167)  # sides not multiples of 7 or 14
+    small = torch.tensor([[0, 3.0, 5.0, 60.0, 41.0], [1, 50.0, 20.0, 90.0, 95.0]])  # sqrt(area) 45, 55: P7
+    large = torch.tensor([[1, 2.0, 6.0, 162.0, 136.0]])  # sqrt(area) 144: P14
+    with torch.no_grad():
+        pyramid = model.extract_feat(images)
+        for rois, level, stride in ((small, 0, 7), (large, 1, 14)):
+            theirs = roi_align(pyramid[level].contiguous(), rois, extractor.roi_layers[0].output_size,
+                               1 / stride, sampling_ratio=0, aligned=True)
+            torch.testing.assert_close(extractor(pyramid[:extractor.num_inputs], rois), theirs)
+
+
 @pytest.mark.parametrize('name', ['mask-rcnn_dynamixer-s_fpn_1x_coco.py', 'fpn_dynamixer-s_8xb4-40k_ade20k-512x512.py'])
 def test_pretrained_classifier_loads_into_dense_backbone(name, tmp_path):
     """The configs' init_cfg (Pretrained, prefix 'backbone.') loads a converted classifier checkpoint: every

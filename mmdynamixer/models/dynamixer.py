@@ -128,6 +128,13 @@ def resolve_out_indices(out_indices: Union[int, Sequence[int]], num_stages: int)
     return tuple(sorted(set(resolved)))
 
 
+def _nchw(x: torch.Tensor) -> torch.Tensor:
+    """An NHWC map as a contiguous NCHW tensor. A permuted view would have channels-last strides, which convs keep
+    (an FPN's outputs too) and which mmcv's RoIAlign misreads as NCHW memory without a word (its CPU and CUDA kernels
+    index the raw data): Mask R-CNN's RoI heads then learn nothing. timm's and mmdet's Swin copy for the same reason."""
+    return x.permute(0, 3, 1, 2).contiguous()
+
+
 @torch.fx.wrap  # a call in torch.fx graphs, so the checks run on the real input
 def _check_images(x: torch.Tensor, in_chans: int) -> torch.Tensor:
     if x.dim() != 4:
@@ -307,13 +314,13 @@ class DynaMixerNet(nn.Module):
             if position == self.stage_positions[stage]:
                 if stage in take:
                     out = self.output_norm(stage)(x) if norm and self._has_output_norm(stage) else x
-                    intermediates.append(out.permute(0, 3, 1, 2) if output_fmt == 'NCHW' else out)
+                    intermediates.append(_nchw(out) if output_fmt == 'NCHW' else out)
                 stage += 1
         if intermediates_only:
             return intermediates
         if self._has_output_norm(last):
             x = self.output_norm(last)(x)
-        return x.permute(0, 3, 1, 2), intermediates
+        return _nchw(x), intermediates
 
     def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
