@@ -55,7 +55,7 @@ def test_forward_intermediates_norm_format_and_final():
     for ours, theirs in zip(maps, raw):
         torch.testing.assert_close(ours, theirs)
     # NCHW as memory too, as timm's Swin and MLP-Mixer return it: ops on raw NCHW data misread channels-last strides.
-    assert all(m.is_contiguous() for m in maps + list(features) + [final])
+    assert all(m.is_contiguous() for m in maps + [final, features])
     torch.testing.assert_close(final, features)
     torch.testing.assert_close(final, model.norm(raw[3].permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
     # norm: the classifier has an output norm on its last stage only; NHWC is the maps' own layout.
