@@ -131,8 +131,10 @@ def resolve_out_indices(out_indices: Union[int, Sequence[int]], num_stages: int)
 def _nchw(x: torch.Tensor) -> torch.Tensor:
     """An NHWC map as a contiguous NCHW tensor. A permuted view would have channels-last strides, which convs keep
     (an FPN's outputs too) and which mmcv's RoIAlign misreads as NCHW memory without a word (its CPU and CUDA kernels
-    index the raw data): Mask R-CNN's RoI heads then learn nothing. timm's and mmdet's Swin copy for the same reason."""
-    return x.permute(0, 3, 1, 2).contiguous()
+    index the raw data): Mask R-CNN's RoI heads then learn nothing. timm's and mmdet's Swin copy for the same reason.
+    A copy always, not ``contiguous()``: whether that copies depends on the sizes (a side of 1 token is contiguous
+    either way), and torch.export would guard the graph to the traced side's case."""
+    return x.permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)
 
 
 @torch.fx.wrap  # a call in torch.fx graphs, so the checks run on the real input
