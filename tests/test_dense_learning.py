@@ -55,29 +55,28 @@ def train_on_training_scenes(toolbox: str, config: str, work: Path, options) -> 
     return [record for record in records if 'lr' not in record][-1]
 
 
-def test_retinanet_learns_to_find_and_name_the_digits(scenes, tmp_path):
-    """30 epochs of 12 iterations (4 scenes each) at AdamW's 1e-3, no LR step."""
-    metrics = train_on_training_scenes('mmdet', 'retinanet_dynamixer-tiny_fpn_digit-scenes.py', tmp_path, [
-        f'train_dataloader.dataset.data_root={scenes}/', f'val_dataloader.dataset.data_root={scenes}/',
-        'val_dataloader.dataset.ann_file=annotations/instances_train.json',
-        'val_dataloader.dataset.data_prefix.img=images/train/',
-        f'val_evaluator.ann_file={scenes}/annotations/instances_train.json',
-        'train_dataloader.batch_size=4', 'train_cfg.max_epochs=30', 'train_cfg.val_interval=30',
-        'param_scheduler.1.milestones=[30]', 'default_hooks.checkpoint.interval=30'])
-    assert metrics['coco/bbox_mAP'] >= DET_MAP, metrics
-
-
-def test_mask_rcnn_learns_to_find_and_outline_the_digits(scenes, tmp_path):
-    """10 epochs of 12 iterations (4 scenes each) at AdamW's 1e-3, no LR step: boxes and masks through the RoI
-    heads, which read the pyramid with mmcv's RoIAlign."""
-    epochs = 10
-    metrics = train_on_training_scenes('mmdet', 'mask-rcnn_dynamixer-tiny_fpn_digit-scenes.py', tmp_path, [
+def train_detector_on_training_scenes(config: str, scenes: Path, work: Path, epochs: int) -> dict:
+    """``train_on_training_scenes`` for an mmdet config: ``epochs`` epochs of 12 iterations (4 scenes each) at the
+    config's AdamW 1e-3 with its LR step moved to the end, validated on the training scenes once, at the end."""
+    return train_on_training_scenes('mmdet', config, work, [
         f'train_dataloader.dataset.data_root={scenes}/', f'val_dataloader.dataset.data_root={scenes}/',
         'val_dataloader.dataset.ann_file=annotations/instances_train.json',
         'val_dataloader.dataset.data_prefix.img=images/train/',
         f'val_evaluator.ann_file={scenes}/annotations/instances_train.json',
         'train_dataloader.batch_size=4', f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
         f'param_scheduler.1.milestones=[{epochs}]', f'default_hooks.checkpoint.interval={epochs}'])
+
+
+def test_retinanet_learns_to_find_and_name_the_digits(scenes, tmp_path):
+    """30 epochs of 12 iterations (4 scenes each) at AdamW's 1e-3, no LR step."""
+    metrics = train_detector_on_training_scenes('retinanet_dynamixer-tiny_fpn_digit-scenes.py', scenes, tmp_path, 30)
+    assert metrics['coco/bbox_mAP'] >= DET_MAP, metrics
+
+
+def test_mask_rcnn_learns_to_find_and_outline_the_digits(scenes, tmp_path):
+    """10 epochs of 12 iterations (4 scenes each) at AdamW's 1e-3, no LR step: boxes and masks through the RoI
+    heads, which read the pyramid with mmcv's RoIAlign."""
+    metrics = train_detector_on_training_scenes('mask-rcnn_dynamixer-tiny_fpn_digit-scenes.py', scenes, tmp_path, 10)
     assert metrics['coco/bbox_mAP'] >= MASK_RCNN_MAP, metrics
     assert metrics['coco/segm_mAP'] >= MASK_RCNN_MAP, metrics
 
