@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args]
+source "$(dirname "$0")/pick_python.sh"  # ROOT and PYTHON: $PYTHON, the active env, .venv or python
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3
@@ -8,8 +9,8 @@ NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-exec "${PYTHON:-python}" -m torch.distributed.run \
+PYTHONPATH="$ROOT":$PYTHONPATH \
+exec "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" \

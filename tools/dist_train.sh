@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tools/dist_train.sh CONFIG GPUS [train.py args]: one process per GPU (per CPU process without CUDA).
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
+source "$(dirname "$0")/pick_python.sh"  # ROOT and PYTHON: $PYTHON, the active env, .venv or python
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}
@@ -8,8 +9,8 @@ NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-exec "${PYTHON:-python}" -m torch.distributed.run \
+PYTHONPATH="$ROOT":$PYTHONPATH \
+exec "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" \

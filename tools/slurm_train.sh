@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tools/slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR] [train.py args]
 # GPUS (total, default 8), GPUS_PER_NODE (8), CPUS_PER_TASK (5) and SRUN_ARGS from the environment.
+source "$(dirname "$0")/pick_python.sh"  # ROOT and PYTHON: $PYTHON, the active env, .venv or python
 set -x
 
 PARTITION=$1
@@ -20,7 +21,7 @@ if [[ -n "$WORK_DIR" ]]; then
     PY_ARGS=(--work-dir="$WORK_DIR" "${PY_ARGS[@]}")
 fi
 
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
+PYTHONPATH="$ROOT":$PYTHONPATH \
 srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \
     --gres=gpu:"$GPUS_PER_NODE" \
@@ -29,4 +30,4 @@ srun -p "$PARTITION" \
     --cpus-per-task="$CPUS_PER_TASK" \
     --kill-on-bad-exit=1 \
     $SRUN_ARGS \
-    "${PYTHON:-python}" -u "$(dirname "$0")/train.py" "$CONFIG" --launcher="slurm" "${PY_ARGS[@]}"
+    "$PYTHON" -u "$(dirname "$0")/train.py" "$CONFIG" --launcher="slurm" "${PY_ARGS[@]}"
