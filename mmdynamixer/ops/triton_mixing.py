@@ -89,15 +89,17 @@ def mix_tokens(x: Tensor, code: Tensor, weight: Tensor, bias: Tensor, *, dim: in
     ``code`` is ``compress(x)``, (B, H, W, S*d), any strides; ``weight`` (L*L, L*d) and ``bias`` (L*L) are
     ``generate``'s as stored (output index src*L + dst, input index token*d + k). Gradients flow to all four.
     """
+    _check_inputs(x, code, weight, bias, dim, seq_len, num_segments, reduced_dim)
     reason = fused_mixing_unsupported(x, seq_len, reduced_dim)
     if reason is not None:
         raise RuntimeError(f'mix_tokens cannot run: {reason}')
-    _check_inputs(x, code, weight, bias, dim, seq_len, num_segments, reduced_dim)
     return torch.ops.mmdynamixer.fused_mixing(x, code, weight, bias, dim, seq_len, num_segments, reduced_dim)
 
 
 def _check_inputs(x, code, weight, bias, dim, seq_len, num_segments, reduced_dim) -> None:
     """Raise ValueError naming the offending value for inputs the kernels would misread."""
+    if x.dim() != 4:
+        raise ValueError(f'x has shape {tuple(x.shape)}; mix_tokens needs a (B, H, W, D) map')
     if dim not in (1, 2):
         raise ValueError(f'dim={dim}: mix_tokens mixes along dim 1 (columns) or 2 (rows) of a (B, H, W, D) map')
     channels = x.shape[-1]
