@@ -47,6 +47,7 @@ class DynaMixer(DynaMixerNet, BaseBackbone):
         frozen_stages (int): -1 freezes nothing; 0 the patch embedding; k > 0 the patch embedding and
             stages 0..k-1 with their transitions and output norms (eval mode, no gradients).
         with_cp (bool): Gradient checkpointing per layer.
+        fused_mixing (bool): Mix tokens in the fused Triton kernel on CUDA (False: the eager op everywhere).
         init_cfg (dict | list[dict], optional): mmengine initialisation, e.g. ``Pretrained``.
     """
     arch_zoo = arch_zoo
@@ -59,9 +60,10 @@ class DynaMixer(DynaMixerNet, BaseBackbone):
                  final_norm: bool = True,
                  frozen_stages: int = -1,
                  with_cp: bool = False,
+                 fused_mixing: bool = True,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(arch=arch, in_chans=in_channels, num_classes=0, drop_path_rate=drop_path_rate,
-                         out_indices=out_indices, final_norm=final_norm, with_cp=with_cp)
+                         out_indices=out_indices, final_norm=final_norm, with_cp=with_cp, fused_mixing=fused_mixing)
         self.init_cfg = copy.deepcopy(init_cfg)
         num_stages = len(self.arch['layers'])
         if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= num_stages:

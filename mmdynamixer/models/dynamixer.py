@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .block import DynaMixerLayer
+from .block import DynaMixerBlock, DynaMixerLayer
 from .mixing import static_sizes
 
 ARCH_KEYS = ('layers', 'embed_dims', 'resolutions', 'num_segments', 'reduced_dims', 'transitions', 'mlp_ratios')
@@ -170,11 +170,13 @@ class DynaMixerNet(nn.Module):
         with_cp (bool): Gradient checkpointing per layer, trading compute for memory.
         global_pool (str): What :meth:`forward_head` does with the last map: 'avg' (mean over positions,
             the release's) or '' (keep the map; only without a head).
+        fused_mixing (bool): Mix tokens in the fused Triton kernel where it applies (CUDA, see
+            :class:`~mmdynamixer.models.block.DynaMixerBlock`); False keeps the eager op everywhere.
     """
 
     def __init__(self, arch: Union[str, dict] = 's', in_chans: int = 3, num_classes: int = 1000,
                  drop_path_rate: float = 0.0, out_indices: Sequence[int] = (-1,), final_norm: bool = True,
-                 with_cp: bool = False, global_pool: str = 'avg'):
+                 with_cp: bool = False, global_pool: str = 'avg', fused_mixing: bool = True):
         super().__init__()
         self.arch = resolve_arch(arch)
         num_stages = len(self.arch['layers'])
@@ -203,7 +205,7 @@ class DynaMixerNet(nn.Module):
                 rate = drop_path_rate * layer_index / max(total_layers - 1, 1)
                 layers.append(DynaMixerLayer(dims[i], self.arch['resolutions'][i], self.arch['num_segments'][i],
                                              self.arch['reduced_dims'][i], self.arch['mlp_ratios'][i],
-                                             drop_path=rate, with_cp=with_cp))
+                                             drop_path=rate, with_cp=with_cp, fused_mixing=fused_mixing))
                 layer_index += 1
             self.stage_positions.append(len(network))
             network.append(nn.Sequential(*layers))
@@ -272,6 +274,23 @@ class DynaMixerNet(nn.Module):
         for module in self.modules():
             if isinstance(module, DynaMixerLayer):
                 module.with_cp = enable
+
+    def set_fused_mixing(self, enable: bool = True) -> None:
+        """Mix tokens in the fused kernel where it applies (True), or in the eager op everywhere (False)."""
+        for module in self.modules():
+            if isinstance(module, DynaMixerBlock):
+                module.fused_mixing = enable
+
+    def compile_layers(self, enable: bool = True, **options) -> int:
+        """Run each layer through ``torch.compile(**options)`` (``enable=False``: eager again); returns the number
+        of layers. Weights, state-dict keys and deep copies are untouched (:meth:`DynaMixerLayer.compile`)."""
+        layers = [module for module in self.modules() if isinstance(module, DynaMixerLayer)]
+        for layer in layers:
+            if enable:
+                layer.compile(**options)
+            else:
+                layer.compile_options = None
+        return len(layers)
 
     def group_matcher(self, coarse: bool = False) -> dict:
         """Parameter groups in depth order for timm's layer-wise lr decay and freezing: the patch embedding, then

@@ -1,4 +1,6 @@
 """The DynaMixer operation: token mixing with mixing matrices generated from the tokens."""
+import functools
+import os
 from typing import Optional
 
 import torch
@@ -6,6 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.onednn_linear import linear
+
+# torch.compiler.is_exporting is newer than torch 2.1, the oldest we support.
+_is_exporting = getattr(getattr(torch, 'compiler', None), 'is_exporting', lambda: False)
 
 
 def static_sizes(*sizes) -> bool:
@@ -18,10 +23,40 @@ def static_sizes(*sizes) -> bool:
 @torch.fx.wrap  # a call in torch.fx graphs: the autocast switch works when the graph runs
 def _logits(code: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``generate``'s output in float32 at least (float64 stays float64), whatever autocast chose for ``code``:
-    a float16 ``generate`` output overflows for large activations, and no cast afterwards can undo that."""
+    a float16 ``generate`` output overflows for large activations, and no cast afterwards can undo that. bfloat16
+    codes (bfloat16 autocast) are multiplied in bfloat16, on tensor cores with float32 accumulation, and the output
+    cast to float32: bfloat16 has float32's range, and the release's logits are bfloat16 there too."""
+    if code.dtype == torch.bfloat16:
+        return F.linear(code, weight.to(code.dtype), bias.to(code.dtype)).float()
     dtype = torch.promote_types(code.dtype, torch.float32)
     with torch.autocast(code.device.type, enabled=False):
         return linear(code.to(dtype), weight.to(dtype), bias.to(dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_mixing():
+    """:mod:`mmdynamixer.ops.triton_mixing`, imported on first use (it imports Triton)."""
+    from ..ops import triton_mixing
+    return triton_mixing
+
+
+def fused_mixing_applies(x: torch.Tensor, op: 'DynaMixerOp') -> bool:
+    """Whether the fused kernel mixes the (B, H, W, D) map ``x`` for ``op``: on a CUDA device (or anywhere under
+    ``TRITON_INTERPRET=1``, which runs it on the CPU for tests) where the kernel module says it can run, and not
+    while torch.fx, TorchScript or torch.export trace (their graphs leave the process: they keep the eager op)."""
+    if not (x.is_cuda or os.environ.get('TRITON_INTERPRET') == '1'):
+        return False
+    if isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing() or _is_exporting():
+        return False
+    return _triton_mixing().fused_mixing_unsupported(x, op.seq_len, op.reduced_dim) is None
+
+
+def mix_tokens_fused(op: 'DynaMixerOp', x: torch.Tensor, code: torch.Tensor, dim: int) -> torch.Tensor:
+    """``op`` (``out`` included) along ``dim`` (1: columns, 2: rows) of the (B, H, W, D) map ``x`` of any size, in the
+    fused kernel; ``code`` is ``op.compress(x)``, possibly a strided view."""
+    mixed = _triton_mixing().mix_tokens(x, code, op.generate.weight, op.generate.bias, dim=dim, seq_len=op.seq_len,
+                                        num_segments=op.num_segments, reduced_dim=op.reduced_dim)
+    return linear(mixed, op.out.weight, op.out.bias)
 
 
 class DynaMixerOp(nn.Module):
