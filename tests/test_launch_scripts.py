@@ -31,8 +31,8 @@ def checkout(tmp_path):
     fake_python(root / '.venv/bin/python', 'venv-python')
     bin_dir = tmp_path / 'bin'
     fake_python(bin_dir / 'python', 'path-python')
-    (bin_dir / 'srun').write_text(('#!/bin/bash\nwhile [[ $# -gt 0 ]]; do case "$1" in -p) shift 2;; -*) shift;; *) break;; esac; done\n'
-                                 'exec "$@"\n'))
+    srun_options = 'while [[ $# -gt 0 ]]; do case "$1" in -p) shift 2;; -*) shift;; *) break;; esac; done'
+    (bin_dir / 'srun').write_text(f'#!/bin/bash\n{srun_options}\nexec "$@"\n')
     (bin_dir / 'srun').chmod(0o755)
     for tool in ('dirname', 'basename', 'env'):
         os.symlink(shutil.which(tool), bin_dir / tool)
