@@ -202,5 +202,36 @@ def test_op_traces_with_its_backward():
     assert tuple(out_node.meta['val'].shape) == (1, 8, 8, 32)
 
 
+@pytest.mark.parametrize('shape, dtype', [((192, 32, 8, 2), torch.bfloat16), ((512, 16, 16, 8), torch.float32)])
+def test_kernels_compile_for_a_gpu(shape, dtype, tmp_path, monkeypatch):
+    """The interpreter runs what a GPU build rejects (a loop-carried tile changing shape did): the three kernels
+    compile for sm_90 with triton's own LLVM and ptxas, no GPU needed."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, compile as compile_kernel
+    monkeypatch.setenv('TRITON_CACHE_DIR', str(tmp_path))
+    channels, seq_len, num_segments, reduced_dim = shape
+    x = torch.zeros(1, seq_len, seq_len, channels, dtype=dtype)
+    code = torch.zeros(1, seq_len, seq_len, num_segments * reduced_dim, dtype=dtype)
+    weight, bias = torch.zeros(seq_len * seq_len, seq_len * reduced_dim), torch.zeros(seq_len * seq_len)
+    *_, constexprs, _ = triton_mixing._launch_args(x, code, weight, bias, 2, seq_len, num_segments, reduced_dim)
+    num_warps = constexprs.pop('num_warps')
+    map_pointer = {torch.bfloat16: '*bf16', torch.float32: '*fp32'}[dtype]
+    float32_pointers = {'weight_ptr', 'bias_ptr', 'grad_code_ptr', 'grad_weight_ptr', 'grad_bias_ptr'}
+
+    def argument_type(name: str) -> str:
+        if name in constexprs:
+            return 'constexpr'
+        if not name.endswith('_ptr'):
+            return 'i32'
+        return '*fp32' if name in float32_pointers else map_pointer
+
+    for kernel in (triton_mixing._fused_mixing_kernel, triton_mixing._fused_mixing_backward_kernel,
+                   triton_mixing._generate_grad_kernel):
+        signature = {name: argument_type(name) for name in kernel.arg_names}
+        compiled = compile_kernel(ASTSource(kernel, signature, constexprs), target=GPUTarget('cuda', 90, 32),
+                                  options=dict(num_warps=num_warps))
+        assert compiled.asm['cubin'], kernel.__name__
+
+
 if __name__ == '__main__':
     _serve()

@@ -25,7 +25,8 @@ read through their strides (no permuted copy), and nothing of size L*L leaves th
 dimension >= 16: L, C, the destination block and the code width L*d are padded to powers of two >= 16 with masks
 (padded sources get -inf logits, padded channels and destinations are never stored). The block sizes are fixed
 (:func:`_tiles`) rather than autotuned: 16 rows, 16 destinations, and a code chunk that keeps each ``generate``
-weight tile at 16K elements (32 KB in bfloat16, well inside shared memory); nothing of this is measured yet.
+weight tile at 8K elements (16 KB in bfloat16), 8 warps; chosen from ptxas's register and shared-memory report
+of an sm_90 build, not from timings (none were possible yet).
 
 Backward (FlashAttention's pattern): the mixing matrices are recomputed from the codes, never saved. One kernel
 per row block gives d(x) (stored once per row block) and d(code) (summed over the destination blocks in a float32
@@ -126,12 +127,19 @@ def _pow2(n: int, least: int = 16) -> int:
 
 
 def _tiles(seq_len: int, reduced_dim: int, channels_per_segment: int) -> dict:
-    """The kernels' block sizes (constexprs) for one shape; see the module docstring."""
+    """The kernels' block sizes (constexprs) and warps for one shape; see the module docstring.
+
+    Not timed (no GPU yet); chosen from what ptxas reports when the kernels are compiled for sm_90 without a GPU
+    (``triton.compile`` with a ``GPUTarget``, bfloat16, S stage 1): a 16 x 32 ``generate`` weight chunk rather
+    than 32 x 32 cuts the forward's shared memory from 161 to 97 KB and the backward's register spills; 8 warps
+    rather than 4 cut the backward's spills at L = 16 from 1.5 KB to 0.4 KB per thread, and 32 rows per program
+    rather than 16 triple them. Every program re-reads ``generate``'s weight (from L2): more rows per program
+    would save that traffic, at the cost of those registers."""
     seq_pad = _pow2(seq_len)
     block_dst = min(seq_pad, 16)
     code_pad = _pow2(seq_len * reduced_dim)
     return dict(BLOCK_ROWS=16, SEQ_PAD=seq_pad, BLOCK_DST=block_dst, CH_PAD=_pow2(channels_per_segment),
-                BLOCK_CODE=min(code_pad, max(16, 16384 // (seq_pad * block_dst))))
+                BLOCK_CODE=min(code_pad, max(16, 8192 // (seq_pad * block_dst))), num_warps=8)
 
 
 def _line_strides(t: Tensor, dim: int) -> Tuple[int, int, int, int]:
@@ -242,9 +250,9 @@ if _UNAVAILABLE is None:
         """Forward: each program mixes BLOCK_ROWS rows (line, window, segment), destination block by block."""
         batch, across_i, start, segment, row_ok = _rows(tl.program_id(0), num_rows, num_segments, num_windows,
                                                         across, seq_len, BLOCK_ROWS)
-        ptrs, mask = _line_tile(x_ptr, batch, across_i, start, segment, row_ok, length, x_sb, x_sa, x_st, x_sc,
-                                width, 0, SEQ_PAD, CH_PAD, seq_len)
-        tokens = tl.load(ptrs, mask=mask, other=0.0)  # (rows, src, channels)
+        token_ptrs, token_mask = _line_tile(x_ptr, batch, across_i, start, segment, row_ok, length, x_sb, x_sa,
+                                            x_st, x_sc, width, 0, SEQ_PAD, CH_PAD, seq_len)
+        tokens = tl.load(token_ptrs, mask=token_mask, other=0.0)  # (rows, src, channels)
         for dst_start in range(0, seq_len, BLOCK_DST):
             mixing = _mixing_weights(code_ptr, weight_ptr, bias_ptr, batch, across_i, start, segment, row_ok,
                                      length, code_sb, code_sa, code_st, code_sc, weight_sr, weight_sc, bias_s,
@@ -253,9 +261,9 @@ if _UNAVAILABLE is None:
             # Weights rounded to x's dtype first, as the eager op casts them.
             mixed = _dot(tl.permute(mixing.to(X_DTYPE), (0, 2, 1)), tokens,
                          tl.zeros((BLOCK_ROWS, BLOCK_DST, CH_PAD), tl.float32), X_DTYPE, X_PRECISION, UPCAST)
-            ptrs, mask = _line_tile(out_ptr, batch, across_i, start, segment, row_ok, length, out_sb, out_sa,
-                                    out_st, out_sc, width, dst_start, BLOCK_DST, CH_PAD, seq_len)
-            tl.store(ptrs, mixed.to(out_ptr.dtype.element_ty), mask=mask)
+            out_ptrs, out_mask = _line_tile(out_ptr, batch, across_i, start, segment, row_ok, length, out_sb,
+                                            out_sa, out_st, out_sc, width, dst_start, BLOCK_DST, CH_PAD, seq_len)
+            tl.store(out_ptrs, mixed.to(out_ptr.dtype.element_ty), mask=out_mask)
 
     @triton.jit
     def _softmax_grad(mixing, tokens, grad_ptrs, grad_mask, X_DTYPE: tl.constexpr, X_PRECISION: tl.constexpr,
@@ -280,9 +288,9 @@ if _UNAVAILABLE is None:
         blocks in a float32 buffer (grad_code_ptr, zeros) whose elements only this program touches."""
         batch, across_i, start, segment, row_ok = _rows(tl.program_id(0), num_rows, num_segments, num_windows,
                                                         across, seq_len, BLOCK_ROWS)
-        ptrs, mask = _line_tile(x_ptr, batch, across_i, start, segment, row_ok, length, x_sb, x_sa, x_st, x_sc,
-                                width, 0, SEQ_PAD, CH_PAD, seq_len)
-        tokens = tl.load(ptrs, mask=mask, other=0.0)
+        token_ptrs, token_mask = _line_tile(x_ptr, batch, across_i, start, segment, row_ok, length, x_sb, x_sa,
+                                            x_st, x_sc, width, 0, SEQ_PAD, CH_PAD, seq_len)
+        tokens = tl.load(token_ptrs, mask=token_mask, other=0.0)
         grad_tokens = tl.zeros((BLOCK_ROWS, SEQ_PAD, CH_PAD), tl.float32)
         for dst_start in range(0, seq_len, BLOCK_DST):
             mixing = _mixing_weights(code_ptr, weight_ptr, bias_ptr, batch, across_i, start, segment, row_ok,
@@ -300,13 +308,15 @@ if _UNAVAILABLE is None:
                 feature = code_start + tl.arange(0, BLOCK_CODE)[None, :]
                 weights = tl.load(weight_ptr + out_row[:, None] * weight_sr + feature * weight_sc,
                                   mask=pair_ok[:, None] & (feature < seq_len * reduced_dim), other=0.0)
-                ptrs, mask = _code_tile(grad_code_ptr, batch, across_i, start, segment, row_ok, length, gc_sb,
-                                        gc_sa, gc_st, gc_sc, seq_len, reduced_dim, code_start, BLOCK_CODE)
-                partial = tl.load(ptrs, mask=mask, other=0.0)
-                tl.store(ptrs, _dot(grad_logits, weights, partial, CODE_DTYPE, CODE_PRECISION, UPCAST), mask=mask)
-        ptrs, mask = _line_tile(grad_x_ptr, batch, across_i, start, segment, row_ok, length, gx_sb, gx_sa, gx_st,
-                                gx_sc, width, 0, SEQ_PAD, CH_PAD, seq_len)
-        tl.store(ptrs, grad_tokens.to(grad_x_ptr.dtype.element_ty), mask=mask)
+                code_ptrs, code_mask = _code_tile(grad_code_ptr, batch, across_i, start, segment, row_ok, length,
+                                                  gc_sb, gc_sa, gc_st, gc_sc, seq_len, reduced_dim, code_start,
+                                                  BLOCK_CODE)
+                partial = tl.load(code_ptrs, mask=code_mask, other=0.0)
+                tl.store(code_ptrs, _dot(grad_logits, weights, partial, CODE_DTYPE, CODE_PRECISION, UPCAST),
+                         mask=code_mask)
+        grad_x_ptrs, grad_x_mask = _line_tile(grad_x_ptr, batch, across_i, start, segment, row_ok, length, gx_sb,
+                                              gx_sa, gx_st, gx_sc, width, 0, SEQ_PAD, CH_PAD, seq_len)
+        tl.store(grad_x_ptrs, grad_tokens.to(grad_x_ptr.dtype.element_ty), mask=grad_x_mask)
 
     @triton.jit
     def _generate_grad_kernel(
@@ -331,17 +341,18 @@ if _UNAVAILABLE is None:
                                      length, code_sb, code_sa, code_st, code_sc, weight_sr, weight_sc, bias_s,
                                      seq_len, reduced_dim, dst_start, BLOCK_ROWS, SEQ_PAD, BLOCK_DST, BLOCK_CODE,
                                      CODE_DTYPE, CODE_PRECISION, UPCAST)
-            ptrs, mask = _line_tile(x_ptr, batch, across_i, start, segment, row_ok, length, x_sb, x_sa, x_st,
-                                    x_sc, width, 0, SEQ_PAD, CH_PAD, seq_len)
-            tokens = tl.load(ptrs, mask=mask, other=0.0)
+            token_ptrs, token_mask = _line_tile(x_ptr, batch, across_i, start, segment, row_ok, length, x_sb,
+                                                x_sa, x_st, x_sc, width, 0, SEQ_PAD, CH_PAD, seq_len)
+            tokens = tl.load(token_ptrs, mask=token_mask, other=0.0)
             grad_ptrs, grad_mask = _line_tile(grad_ptr, batch, across_i, start, segment, row_ok, length, grad_sb,
                                               grad_sa, grad_st, grad_sc, width, dst_start, BLOCK_DST, CH_PAD,
                                               seq_len)
             _, grad_logits = _softmax_grad(mixing, tokens, grad_ptrs, grad_mask, X_DTYPE, X_PRECISION, UPCAST)
             grad_logits = tl.reshape(grad_logits, (BLOCK_ROWS, SEQ_PAD * BLOCK_DST))
-            ptrs, mask = _code_tile(code_ptr, batch, across_i, start, segment, row_ok, length, code_sb, code_sa,
-                                    code_st, code_sc, seq_len, reduced_dim, code_start, BLOCK_CODE)
-            codes = tl.load(ptrs, mask=mask, other=0.0)
+            code_ptrs, code_mask = _code_tile(code_ptr, batch, across_i, start, segment, row_ok, length, code_sb,
+                                              code_sa, code_st, code_sc, seq_len, reduced_dim, code_start,
+                                              BLOCK_CODE)
+            codes = tl.load(code_ptrs, mask=code_mask, other=0.0)
             grad_weight = _dot(tl.trans(grad_logits), codes, grad_weight, CODE_DTYPE, CODE_PRECISION, UPCAST)
             grad_bias += tl.sum(grad_logits, axis=0)
         out_row, pair_ok = _generate_rows(dst_start, seq_len, SEQ_PAD, BLOCK_DST)
