@@ -54,17 +54,26 @@ class RefBlock(nn.Module):
         return self.proj(h * a[0] + w * a[1] + c * a[2])
 
 
+def ref_drop_path(x, drop_prob, training):
+    """timm's DropPath, as the release's layers apply it."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep = 1.0 - drop_prob
+    return x * x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep).div_(keep)
+
+
 class RefLayer(nn.Module):
-    def __init__(self, dim, seq_len, heads, reduced, mlp_ratio):
+    def __init__(self, dim, seq_len, heads, reduced, mlp_ratio, drop_path=0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = RefBlock(dim, seq_len, heads, reduced)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = RefMlp(dim, int(dim * mlp_ratio))
+        self.drop_path = drop_path
 
     def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + ref_drop_path(self.attn(self.norm1(x)), self.drop_path, self.training)
+        return x + ref_drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
 
 class RefConv(nn.Module):
@@ -74,17 +83,20 @@ class RefConv(nn.Module):
 
 
 class RefDynaMixer(nn.Module):
-    """The release's VisionModel (eval mode: no drop path) for an arch dict of mmdynamixer's keys."""
+    """The release's VisionModel for an arch dict of mmdynamixer's keys; stochastic depth rising linearly to
+    ``drop_path_rate`` over the layers while training."""
 
-    def __init__(self, arch, num_classes=1000):
+    def __init__(self, arch, num_classes=1000, drop_path_rate=0.0):
         super().__init__()
         dims = arch['embed_dims']
         self.patch_embed = RefConv(3, dims[0], 7)
+        rates = torch.linspace(0, drop_path_rate, sum(arch['layers'])).tolist()
         network = []
         for i, depth in enumerate(arch['layers']):
+            first = sum(arch['layers'][:i])
             network.append(nn.Sequential(*[
                 RefLayer(dims[i], arch['resolutions'][i], arch['num_segments'][i], arch['reduced_dims'][i],
-                         arch['mlp_ratios'][i]) for _ in range(depth)]))
+                         arch['mlp_ratios'][i], rates[first + j]) for j in range(depth)]))
             if i == len(arch['layers']) - 1:
                 break
             if arch['transitions'][i] or dims[i] != dims[i + 1]:

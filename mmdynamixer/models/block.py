@@ -163,9 +163,10 @@ class DynaMixerLayer(nn.Module):
         self.compile_options: Optional[tuple] = None
 
     def compile(self, **options) -> None:
-        """Run the layer through ``torch.compile(**options)`` from now on (nothing is compiled before the first
-        forward). Unlike ``nn.Module.compile``, the compiled function is shared by all layers and takes the layer as
-        an argument: a deep copy (an EMA model) computes with its own weights, and the state dict keeps its keys."""
+        """Run the layer through ``torch.compile(**options)`` from now on (it compiles at the first forward). The
+        compiled function is one for all layers and takes the layer as an argument, so that layers of the same shapes
+        share its graphs, a deep copy (an EMA model) stays compiled with its own weights, and the state dict keeps its
+        keys; its recompile limit is raised to :data:`COMPILE_RECOMPILE_LIMIT`."""
         self.compile_options = tuple(sorted(options.items()))
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:

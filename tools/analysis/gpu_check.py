@@ -2,14 +2,21 @@
 
     python tools/analysis/gpu_check.py [--out-dir work_dirs/gpu_check] [--arch s m l] [--budget-s 420]
     python tools/analysis/gpu_check.py --quick --device cpu   # the same code in seconds (tiny arch, batch 2)
+    python tools/analysis/gpu_check.py --step recipe          # the recipe's training step (needs mmpretrain)
+    python tools/analysis/gpu_check.py --step engine --arch s # tools/train.py itself, and the loader workers it needs
 
 Needs torch and this repository's model package only (no OpenMMLab stack). Writes ``gpu_check.json`` and
 ``gpu_check.md`` to ``--out-dir`` and exits 1 if an output of ours is not finite or strays from the release's
 beyond the tolerance of its precision.
 
-Rows: each arch, ours and the release (``mmdynamixer.release_reference``), inference and a training step
-(forward, cross-entropy, backward, AdamW; float16 with a GradScaler, as the recipe's loss scaler), at the
-recipe's per-GPU batch (S 256, M 128, L 64; halved on out-of-memory, recorded), in
+Rows: each arch and implementation (``--impl``: ``ours``, the eager op; ``ours-fused``, the fused Triton mixing
+kernel, CUDA only; ``release``, ``mmdynamixer.release_reference``), inference and a training step at the recipe's
+per-GPU batch (S 256, M 128, L 64; halved on out-of-memory, recorded). ``--step plain`` (the default): forward,
+cross-entropy, backward, AdamW (float16 with a GradScaler), no drop path. ``--step recipe``: the recipe's step as
+its config builds it (``configs/dynamixer/dynamixer-<arch>_*_in1k.py``, bf16 from the ``-bf16`` config): drop path
+(S 0.1, M and L 0.3), uint8 images normalised by mmpretrain's data preprocessor with Mixup/CutMix, label-smoothed
+soft-target loss, mmengine's AmpOptimWrapper with AdamW and its weight-decay groups (bf16; fp16 with the dynamic
+loss scaler), and an EMA update per step; training rows only, in bf16 and fp16. Precisions:
 - ``fp32``: float32, TF32 off for matmuls and convolutions; ``tf32``: float32 with TF32 on for both;
 - ``bf16``, ``fp16``: autocast (torch's defaults otherwise: TF32 off for matmuls, on for convolutions);
 - eager, and ``torch.compile`` (``dynamic=False``) of each layer (``--compile-scope layer``, one compiled graph
@@ -25,6 +32,13 @@ is ``ok`` when its logits are finite and its ``rel_diff`` is within the larger o
 precision and twice the release's own ``rel_diff`` in the same setting. Rows run in order of priority (eager
 before compiled, bf16 first); rows that would pass ``--budget-s`` are recorded as skipped. ``--quick`` runs a
 tiny arch at batch 2 in fp32 and bf16, eager, on ``--device`` (default: cuda when available, else cpu).
+
+``--step engine`` times ``tools/train.py`` itself: the first ``--arch``'s bf16 recipe config (compiled on CUDA by
+default), one process, ``--engine-iters`` iterations on in-memory ImageNet-shaped samples
+(:mod:`mmdynamixer.testing.synthetic`: the engine, EMA and logging included; disk and pipeline excluded), images/s
+over the iterations after the first ``--warmup``. Then ``tools/analysis/benchmark_pipeline.py`` measures the recipe's
+input pipeline per loader-worker CPU-second, and the report says how many workers per GPU feed that speed. Writes
+``gpu_check_engine.json`` and ``.md``.
 """
 import argparse
 import datetime
@@ -56,7 +70,12 @@ AUTOCAST = {'fp32': None, 'tf32': None, 'bf16': torch.bfloat16, 'fp16': torch.fl
 MATMUL_DTYPE = {'fp32': torch.float32, 'tf32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 # rel_diff accepted whatever the release's own rel_diff in the same setting.
 TOLERANCE = {'fp32': 1e-3, 'tf32': 2e-2, 'bf16': 8e-2, 'fp16': 2e-2}
-IMPLEMENTATIONS = ('ours', 'release')
+IMPLEMENTATIONS = ('ours', 'ours-fused', 'release')
+# The recipe config of each arch, per precision (bf16 runs the -bf16 variant).
+RECIPE_CONFIGS = {'s': 'dynamixer-s_8xb256{}_in1k.py', 'm': 'dynamixer-m_8xb128{}_in1k.py',
+                  'l': 'dynamixer-l_8xb64{}_in1k.py', 'tiny': 'dynamixer-s_8xb256{}_in1k.py'}
+RECIPE_PRECISIONS = ('bf16', 'fp16')
+REPO = Path(__file__).resolve().parents[2]
 MODES = ('infer', 'train')
 FIRST_COMPILE_ESTIMATE_S = 90.0
 
@@ -83,9 +102,12 @@ def forward_flops(arch, image_size: int) -> float:
     return 2.0 * complexity(arch, (image_size, image_size))['flops']
 
 
-def build(impl: str, arch, state: dict, device, compile_scope):
+def build(impl: str, arch, state: dict, device, compile_scope, drop_path_rate: float = 0.0):
     """A fresh model of ``impl`` holding ``state``, on ``device``; compiled per layer or whole if asked."""
-    model = DynaMixerNet(arch) if impl == 'ours' else RefDynaMixer(resolve_arch(arch))
+    if impl == 'release':
+        model = RefDynaMixer(resolve_arch(arch), drop_path_rate=drop_path_rate)
+    else:
+        model = DynaMixerNet(arch, drop_path_rate=drop_path_rate, fused_mixing=impl == 'ours-fused')
     model.load_state_dict(state)
     model.to(device)
     if compile_scope == 'layer':
@@ -121,6 +143,61 @@ def make_step(model, mode: str, precision: str, images, labels):
         optimizer.zero_grad(set_to_none=True)
         return logits.detach()
     return step
+
+
+def recipe_config(arch_name: str, precision: str):
+    """The recipe config of ``arch_name`` ('tiny': the S recipe) for ``precision`` (bf16: its -bf16 variant)."""
+    from mmengine.config import Config
+    name = RECIPE_CONFIGS[arch_name].format('-bf16' if precision == 'bf16' else '')
+    return Config.fromfile(REPO / 'configs' / 'dynamixer' / name)
+
+
+def make_recipe_step(model, arch_name: str, precision: str, images, labels):
+    """The recipe's training step for ``model`` as its config declares it (see the module docstring), on uint8
+    images made from ``images``. Returns the step (returning the logits) and ``check``: the model's eval forward on
+    ``images`` under the step's autocast, for the comparison with the release."""
+    import mmpretrain.models  # noqa: F401  (registers the data preprocessor, batch augments and losses)
+    from mmengine.model import ExponentialMovingAverage
+    from mmengine.optim import build_optim_wrapper
+    from mmpretrain.registry import MODELS
+    from mmpretrain.structures import DataSample
+
+    cfg = recipe_config(arch_name, precision)
+    device = images.device
+    preprocessor = MODELS.build(dict(cfg.data_preprocessor, type='ClsDataPreprocessor',
+                                     batch_augments=cfg.model.train_cfg)).to(device)
+    loss_module = MODELS.build(cfg.model.head.loss)
+    optim_cfg = cfg.optim_wrapper.to_dict()
+    if device.type != 'cuda':  # mmengine's AmpOptimWrapper asserts CUDA; autocast is applied below either way
+        optim_cfg = {key: value for key, value in optim_cfg.items() if key not in ('loss_scale', 'dtype')}
+        optim_cfg['type'] = 'OptimWrapper'
+    optim_wrapper = build_optim_wrapper(model, optim_cfg)
+    ema_cfg = next(hook for hook in cfg.custom_hooks if hook['type'] == 'EMAHook')
+    ema = ExponentialMovingAverage(model, momentum=ema_cfg['momentum'], update_buffers=ema_cfg['update_buffers'])
+    pixels = (images * 58 + 120).clamp(0, 255).to(torch.uint8)
+    label_list = labels.tolist()
+    autocast = dict(device_type=device.type, dtype=AUTOCAST[precision])
+
+    def step():
+        samples = [DataSample().set_gt_label(label) for label in label_list]  # a fresh batch's, as the loader's
+        data = preprocessor(dict(inputs=pixels, data_samples=samples), training=True)
+        with optim_wrapper.optim_context(model), torch.autocast(**autocast):
+            logits = model(data['inputs'])
+            targets = torch.stack([sample.gt_score for sample in data['data_samples']])
+            loss = loss_module(logits, targets, avg_factor=logits.shape[0])
+        optim_wrapper.update_params(loss)
+        ema.update_parameters(model)
+        return logits.detach()
+
+    def check():
+        model.eval()
+        with torch.no_grad(), torch.autocast(**autocast):
+            logits = model(images).float()
+        model.train()
+        return logits
+
+    model.train()
+    return step, check
 
 
 def is_oom(error: BaseException) -> bool:
@@ -164,9 +241,15 @@ def measure(row, arch, state, device, args, batch, reference_cache) -> dict:
     start = time.perf_counter()
     set_tf32(row['precision'])
     compile_scope = args.compile_scope if row['compile'] else None
-    model = build(row['impl'], arch, state, device, compile_scope)
-    step = make_step(model, row['mode'], row['precision'], images, labels)
     outputs = []
+    if args.step == 'recipe':
+        drop_path_rate = recipe_config(row['arch'], row['precision']).model.backbone.drop_path_rate
+        model = build(row['impl'], arch, state, device, compile_scope, drop_path_rate)
+        step, check = make_recipe_step(model, row['arch'], row['precision'], images, labels)
+        outputs.append(check())
+    else:
+        model = build(row['impl'], arch, state, device, compile_scope)
+        step = make_step(model, row['mode'], row['precision'], images, labels)
 
     def step_keeping_first():  # the first forward: the weights the reference holds (compiles, if compiled)
         logits = step()
@@ -190,9 +273,70 @@ def measure(row, arch, state, device, args, batch, reference_cache) -> dict:
         status='done', batch=batch, steps=len(timing.seconds), step_s=timing.seconds, images_per_s=images_per_s,
         tflops=images_per_s * flops / 1e12, peak_memory_mib=peak_memory_mib,
         rel_diff=rel_diff if math.isfinite(rel_diff) else None, finite=finite, seconds=time.perf_counter() - start)
-    del model, step
+    del model, step, outputs
     release_memory(device)
     return row
+
+
+def engine_check(args) -> int:
+    """``--step engine`` (see the module docstring)."""
+    import subprocess
+    import tempfile
+    from mmengine.config import Config
+
+    arch_name = 'tiny' if args.quick else args.arch[0] if isinstance(args.arch[0], str) else 's'
+    cfg = recipe_config(arch_name if arch_name in RECIPE_CONFIGS else 's', 'bf16')
+    batch = args.batch or cfg.train_dataloader.batch_size
+    iterations = args.engine_iters
+    cfg.custom_imports = dict(imports=['mmdynamixer', 'mmdynamixer.testing.synthetic'], allow_failed_imports=False)
+    cfg.train_dataloader.update(batch_size=batch, num_workers=4, persistent_workers=True)
+    cfg.train_dataloader.dataset = dict(type='PackedRandomImages', num_images=batch * iterations)
+    cfg.train_cfg.update(max_epochs=1)
+    for key in ('val_dataloader', 'val_cfg', 'val_evaluator', 'test_dataloader', 'test_cfg', 'test_evaluator'):
+        cfg[key] = None
+    cfg.default_hooks.checkpoint = None
+    cfg.custom_hooks = list(cfg.custom_hooks) + [dict(type='IterationEndTimes')]
+    if arch_name == 'tiny':
+        cfg.model.backbone.arch = TINY_ARCH
+        cfg.model.head.in_channels = TINY_ARCH['embed_dims'][-1]
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix='gpu_check_engine_') as tmp:
+        config_file = Path(tmp) / 'engine.py'
+        cfg.dump(str(config_file))
+        start = time.perf_counter()
+        subprocess.run([sys.executable, str(REPO / 'tools' / 'train.py'), str(config_file), '--work-dir', tmp],
+                       check=True)
+        train_s = time.perf_counter() - start
+        timing = json.loads((Path(tmp) / 'iteration_end_times.json').read_text())
+        pipeline_file = Path(tmp) / 'pipeline.json'
+        subprocess.run([sys.executable, str(REPO / 'tools' / 'analysis' / 'benchmark_pipeline.py'),
+                        '--config', str(REPO / 'configs' / 'dynamixer' / RECIPE_CONFIGS['s'].format('-bf16')),
+                        '--images', str(args.pipeline_images), '--batch', '64', '--workers', '2', '--epochs', '1',
+                        '--out-file', str(pipeline_file)], check=True)
+        pipeline = json.loads(pipeline_file.read_text())
+    times = timing['times'][args.warmup:]
+    images_per_s = timing['batch'] * (len(times) - 1) / (times[-1] - times[0])
+    per_worker = pipeline['loaders'][0]['img_per_worker_cpu_s']
+    report = dict(
+        env=dict(torch=torch.__version__, cuda=torch.version.cuda, python=platform.python_version(),
+                 device_name=(torch.cuda.get_device_name() if torch.cuda.is_available()
+                              else platform.processor() or platform.machine()),
+                 date=datetime.datetime.now().isoformat(timespec='seconds')),
+        arch=arch_name, config=RECIPE_CONFIGS.get(arch_name, RECIPE_CONFIGS['s']).format('-bf16'), batch=batch,
+        iterations=len(timing['times']), timed_iterations=len(times) - 1, images_per_s=images_per_s,
+        train_py_seconds=train_s, pipeline_images_per_worker_cpu_s=per_worker,
+        workers_per_gpu=math.ceil(images_per_s / per_worker))
+    (args.out_dir / 'gpu_check_engine.json').write_text(json.dumps(report, indent=1))
+    text = (f'# tools/train.py on {report["env"]["device_name"]}\n\n'
+            f'torch {report["env"]["torch"]}, {report["env"]["date"]}; {report["config"]}, arch {arch_name}, batch '
+            f'{batch}, in-memory samples, one process.\n\n'
+            f'- {images_per_s:.0f} images/s over iterations {args.warmup + 1}-{len(timing["times"])} '
+            f'(tools/train.py ran {train_s:.0f} s in all, compilation included)\n'
+            f'- the recipe pipeline: {per_worker:.0f} images per loader-worker CPU-second '
+            f'(benchmark_pipeline.py, 375 x 500 JPEGs): {report["workers_per_gpu"]} workers per GPU feed that speed\n')
+    (args.out_dir / 'gpu_check_engine.md').write_text(text)
+    print(text)
+    return 0
 
 
 def release_memory(device) -> None:
@@ -204,12 +348,14 @@ def release_memory(device) -> None:
 def plan_rows(args, archs):
     """Every row, in the order they run: eager before compiled, then precision, arch, mode, implementation."""
     compiles = [False] + ([True] if args.compile else [])
+    modes = ('train',) if args.step == 'recipe' else MODES
+    precisions = [p for p in args.precision if args.step != 'recipe' or p in RECIPE_PRECISIONS]
     rows = []
     for compiled in compiles:
-        for precision in args.precision:
+        for precision in precisions:
             for name, arch in archs.items():
-                for mode in MODES:
-                    for impl in IMPLEMENTATIONS:
+                for mode in modes:
+                    for impl in args.impl:
                         size = resolve_arch(arch)['resolutions'][0] * PATCH_SIZE
                         rows.append(dict(
                             arch=name, impl=impl, mode=mode, precision=precision, compile=compiled,
@@ -224,20 +370,21 @@ def judge(rows) -> None:
     for (arch, mode, precision, compiled, impl), row in done.items():
         release = done.get((arch, mode, precision, compiled, 'release'))
         tolerance = TOLERANCE[precision]
-        if impl == 'ours' and release is not None and release['rel_diff'] is not None:
+        if impl != 'release' and release is not None and release['rel_diff'] is not None:
             tolerance = max(tolerance, 2 * release['rel_diff'])
         row['tolerance'] = tolerance
         row['ok'] = row['finite'] and row['rel_diff'] is not None and row['rel_diff'] <= tolerance
 
 
 def speedups(rows):
-    """ours / release images/s for each (arch, mode, precision, compile) where both ran."""
+    """ours (each of our implementations) / release images/s for each (arch, mode, precision, compile) where both
+    ran."""
     done = {(r['arch'], r['mode'], r['precision'], r['compile'], r['impl']): r for r in rows if r['status'] == 'done'}
     result = []
     for (arch, mode, precision, compiled, impl), row in done.items():
         release = done.get((arch, mode, precision, compiled, 'release'))
-        if impl == 'ours' and release is not None:
-            result.append(dict(arch=arch, mode=mode, precision=precision, compile=compiled,
+        if impl != 'release' and release is not None:
+            result.append(dict(arch=arch, mode=mode, precision=precision, compile=compiled, impl=impl,
                                ours_over_release=row['images_per_s'] / release['images_per_s']))
     return result
 
@@ -246,8 +393,8 @@ def markdown(report: dict) -> str:
     env = report['env']
     peaks = ', '.join(f'{key} {value:.3g}' for key, value in report['matmul_peak_tflops'].items())
     lines = [f'# DynaMixer GPU check: {env["device_name"]}', '',
-             f'torch {env["torch"]} (CUDA {env["cuda"]}), {env["date"]}; matmul peak TFLOP/s '
-             f'({env["matmul_size"]}^3): {peaks}.', '',
+             f'{env.get("step", "plain")} step; torch {env["torch"]} (CUDA {env["cuda"]}), {env["date"]}; '
+             f'matmul peak TFLOP/s ({env["matmul_size"]}^3): {peaks}.', '',
              '| arch | mode | precision | compile | impl | batch | img/s | TFLOP/s | % of peak | peak MiB '
              '| rel diff | ok |',
              '|---|---|---|---|---|---|---|---|---|---|---|---|']
@@ -262,8 +409,8 @@ def markdown(report: dict) -> str:
         rel = 'n/a' if row['rel_diff'] is None else f'{row["rel_diff"]:.1e}'
         lines.append(head + f'| {batch} | {row["images_per_s"]:.1f} | {row["tflops"]:.3g} '
                             f'| {100 * row["peak_fraction"]:.1f} | {memory} | {rel} | {"yes" if row["ok"] else "NO"} |')
-    lines += ['', '| arch | mode | precision | compile | ours / release img/s |', '|---|---|---|---|---|']
-    lines += [f'| {s["arch"]} | {s["mode"]} | {s["precision"]} | {"yes" if s["compile"] else "no"} '
+    lines += ['', '| arch | mode | precision | compile | impl | impl / release img/s |', '|---|---|---|---|---|---|']
+    lines += [f'| {s["arch"]} | {s["mode"]} | {s["precision"]} | {"yes" if s["compile"] else "no"} | {s["impl"]} '
               f'| {s["ours_over_release"]:.2f} |' for s in report['speedups']]
     return '\n'.join(lines) + '\n'
 
@@ -277,6 +424,15 @@ def parse_args(argv=None):
     add_precision_argument(parser, list(AUTOCAST), default=('bf16', 'fp16', 'tf32', 'fp32'))
     add_device_argument(parser)
     parser.add_argument('--batch', type=int, help='images per step for every arch (default: the recipe\'s)')
+    parser.add_argument('--step', choices=['plain', 'recipe', 'engine'], default='plain',
+                        help="the training step: plain (forward, loss, backward, AdamW), the recipe's, or "
+                             "tools/train.py itself (engine; see above)")
+    parser.add_argument('--engine-iters', type=int, default=50, help='--step engine: iterations of tools/train.py')
+    parser.add_argument('--pipeline-images', type=int, default=768,
+                        help='--step engine: JPEGs for benchmark_pipeline.py')
+    parser.add_argument('--impl', nargs='+', choices=IMPLEMENTATIONS,
+                        help='implementations to time (default: all; --quick: ours and release, the fused kernel '
+                             'needing CUDA)')
     parser.add_argument('--no-compile', dest='compile', action='store_false', help='eager rows only')
     parser.add_argument('--compile-scope', choices=['layer', 'model'], default='layer')
     parser.add_argument('--warmup', type=int, default=3, help='untimed steps per row (the first compiles)')
@@ -287,6 +443,8 @@ def parse_args(argv=None):
     add_deprecated_alias(parser, '--archs', '--arch', 'arch', nargs='+', type=parse_arch)
     add_deprecated_alias(parser, '--precisions', '--precision', 'precision', nargs='+', choices=list(AUTOCAST))
     args = parser.parse_args(argv)
+    if args.impl is None:
+        args.impl = ['ours', 'release'] if args.quick else list(IMPLEMENTATIONS)
     if args.quick:
         args.precision = [p for p in args.precision if p in ('fp32', 'bf16')] or ['fp32', 'bf16']
         args.batch, args.compile, args.warmup, args.min_time, args.max_steps = args.batch or 2, False, 1, 0.0, 3
@@ -302,6 +460,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.step == 'engine':
+        return engine_check(args)
     start = time.perf_counter()
     device = torch.device(args.device)
     dynamo = None
@@ -352,14 +512,14 @@ def main(argv=None) -> int:
               flush=True)
 
     judge(rows)
-    ours_ok = all(row.get('ok', True) for row in rows if row['impl'] == 'ours')
+    ours_ok = all(row.get('ok', True) for row in rows if row['impl'] != 'release')
     report = dict(
         env=dict(torch=torch.__version__, cuda=torch.version.cuda, python=platform.python_version(),
                  device=device.type, device_name=(torch.cuda.get_device_name(device) if device.type == 'cuda'
                                                   else platform.processor() or platform.machine()),
                  capability=('.'.join(map(str, torch.cuda.get_device_capability(device)))
                              if device.type == 'cuda' else None),
-                 quick=args.quick, compile_scope=args.compile_scope, matmul_size=matmul_size,
+                 quick=args.quick, step=args.step, compile_scope=args.compile_scope, matmul_size=matmul_size,
                  date=datetime.datetime.now().isoformat(timespec='seconds'),
                  seconds=time.perf_counter() - start),
         matmul_peak_tflops=peaks, tolerance=TOLERANCE, rows=rows, speedups=speedups(rows), ok=ours_ok)
