@@ -11,10 +11,12 @@ import os
 import subprocess
 import sys
 import traceback
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from mmdynamixer.ops import triton_mixing
 
@@ -180,10 +182,21 @@ def test_unsupported_cases_give_reasons(monkeypatch):
     x = torch.zeros(1, 8, 8, 32)
     monkeypatch.setattr(triton_mixing, '_INTERPRETED', False)
     assert 'cpu' in triton_mixing.fused_mixing_unsupported(x, 8, 2)
+    with FakeTensorMode():  # a CUDA tensor without a GPU
+        x_cuda = torch.empty(1, 8, 8, 32, device='cuda')
+
+    def gpu_with_shared_memory(kilobytes: int) -> None:
+        properties = SimpleNamespace(name='GPU', shared_memory_per_block_optin=kilobytes * 1024)
+        monkeypatch.setattr(torch.cuda, 'get_device_properties', lambda device: properties)
+
+    gpu_with_shared_memory(99)  # an RTX 4090's
+    assert 'GPU offers 99 KB of shared memory per block' in triton_mixing.fused_mixing_unsupported(x_cuda, 8, 2)
+    gpu_with_shared_memory(227)  # an H100's
+    assert triton_mixing.fused_mixing_unsupported(x_cuda, 8, 2) is None
     monkeypatch.setattr(triton_mixing, '_INTERPRETED', True)
     assert triton_mixing.fused_mixing_unsupported(x, 8, 2) is None
     assert 'torch.float64' in triton_mixing.fused_mixing_unsupported(x.double(), 8, 2)
-    assert 'seq_len=65' in triton_mixing.fused_mixing_unsupported(x, 65, 2)
+    assert 'seq_len=33' in triton_mixing.fused_mixing_unsupported(x, 33, 2)
 
 
 def test_op_traces_with_its_backward():

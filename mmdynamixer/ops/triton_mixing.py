@@ -12,8 +12,12 @@ cores, and the result rounds as the eager op's does.
 Where it runs (:func:`fused_mixing_unsupported` says why not, for the caller's fallback to the eager op): CUDA
 tensors of float32, bfloat16 or float16 with triton and torch >= 2.6 (``triton_op``); any device while
 ``TRITON_INTERPRET=1`` was set when this module was imported (Triton's interpreter, for tests on CPU; the kernels
-are decorated at import, which is when Triton reads that variable); ``seq_len`` <= 64 (the tile sizes below are
-made for the zoo's 4 to 32). Without triton or on an older torch the module imports and only that function works.
+are decorated at import, which is when Triton reads that variable); ``seq_len`` <= 32, the zoo's largest; a GPU
+with at least 160 KB of shared memory per block (A100, H100, H200, B200; not consumer GPUs or V100). Every zoo arch
+(S, M, L, the digits tiny) runs it, on the grid and on padded windows alike. Without triton or on an older torch
+the module imports and only that function works. Under the interpreter the op runs eagerly but not under
+``torch.compile`` (dynamo's fake tensors reach the interpreted kernel); on CUDA ``triton_op`` hands the kernels
+to inductor.
 
 Kernel design (GPU; sizes of the zoo: L = seq_len 16 or 32, d = reduced_dim 2 or 8, C = D/S 24 or 32; the digits
 arch L 8 and 4, C 8). ``generate`` is one Linear shared by all segments, so a program takes ``BLOCK_ROWS`` (line,
@@ -34,9 +38,12 @@ buffer that only this program touches); a second gives ``generate``'s weight and
 one (destination block, code chunk) tile of the weight and a fixed share of the rows, writes its partial sum, and
 the partials are summed in one reduction. No atomics: results are run-to-run deterministic.
 
-Dtypes: the ``generate`` product runs in the codes' dtype (bfloat16/float16 on tensor cores; float32 as TF32 only
-when ``torch.backends.cuda.matmul.allow_tf32`` is set, as torch's own float32 matmuls), the mixing product in x's,
-both accumulating in float32. The op does not consult autocast: pass x in the dtype the mixing should run in.
+Dtypes: the ``generate`` product runs in the codes' dtype, its float32 weight rounded to it on load (bfloat16/
+float16 on tensor cores, where the eager op multiplies in float32; float32 as TF32 only when
+``torch.backends.cuda.matmul.allow_tf32`` is set, as torch's own float32 matmuls), the mixing product in x's, both
+accumulating in float32. The op does not consult autocast: pass x in the dtype the mixing should run in. (Triton
+3.8's interpreter multiplies bfloat16's raw bits in ``tl.dot``: interpreted, the rounded operands are multiplied
+in float32 instead.)
 """
 import math
 import os
@@ -52,7 +59,11 @@ except ImportError:  # CPU-only wheels and the floor stack: only fused_mixing_un
     triton = None
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-MAX_SEQ_LEN = 64
+# The kernels' tiles are made for the zoo's L (4 to 32); at 64 the backward needs 225 KB of shared memory.
+MAX_SEQ_LEN = 32
+# Shared memory per block the largest kernel needs (the float32 backward at L = 32: 160 KB in sm_80 and sm_90
+# builds): A100, H100, H200 and B200 offer it; consumer GPUs (about 100 KB per block) and V100 do not.
+SHARED_MEMORY_NEEDED = 160 * 1024
 # Triton reads TRITON_INTERPRET when @triton.jit decorates, that is when this module is imported.
 _INTERPRETED = os.environ.get('TRITON_INTERPRET') == '1'
 
@@ -71,6 +82,12 @@ def fused_mixing_unsupported(x: Tensor, seq_len: int, reduced_dim: int) -> Optio
         return _UNAVAILABLE
     if x.device.type != 'cuda' and not _INTERPRETED:
         return f'x is on {x.device.type}: the kernels run on CUDA (or under TRITON_INTERPRET=1)'
+    if x.device.type == 'cuda' and not _INTERPRETED:
+        properties = torch.cuda.get_device_properties(x.device)
+        available = getattr(properties, 'shared_memory_per_block_optin', 0)
+        if available < SHARED_MEMORY_NEEDED:
+            return (f'{properties.name} offers {available // 1024} KB of shared memory per block; the kernels need '
+                    f'{SHARED_MEMORY_NEEDED // 1024} KB')
     if x.dtype not in SUPPORTED_DTYPES:
         return f'x has dtype {x.dtype}; supported: {", ".join(map(str, SUPPORTED_DTYPES))}'
     if x.dim() != 4:
