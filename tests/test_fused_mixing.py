@@ -215,6 +215,37 @@ def test_op_traces_with_its_backward():
     assert tuple(out_node.meta['val'].shape) == (1, 8, 8, 32)
 
 
+WITHOUT = r'''
+import sys, torch
+if sys.argv[1] == 'triton':
+    sys.modules['triton'] = None  # as on CPU-only wheels
+elif hasattr(torch.library, 'triton_op'):
+    del torch.library.triton_op  # as on torch < 2.6
+from mmdynamixer.ops import triton_mixing
+x = torch.zeros(1, 8, 8, 32)
+print(triton_mixing.fused_mixing_unsupported(x, 8, 2))
+try:
+    triton_mixing.mix_tokens(x, torch.zeros(1, 8, 8, 8), torch.zeros(64, 16), torch.zeros(64), dim=2, seq_len=8,
+                             num_segments=4, reduced_dim=2)
+except RuntimeError as error:
+    print(error)
+'''
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize('missing, reason', [('triton', 'triton is not installed'),
+                                             ('triton_op', 'has no torch.library.triton_op')])
+def test_module_imports_without_triton_or_triton_op(repo, missing, reason):
+    """Without triton (CPU-only wheels) or torch.library.triton_op (torch < 2.6: the floor stack) the module
+    imports, says why the kernels cannot run, and mix_tokens raises that reason."""
+    run = subprocess.run([sys.executable, '-c', WITHOUT, missing], capture_output=True, text=True, cwd=repo,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    unsupported, raised = run.stdout.splitlines()
+    assert reason in unsupported
+    assert raised == f'mix_tokens cannot run: {unsupported}'
+
+
 @pytest.mark.parametrize('shape, dtype', [((192, 32, 8, 2), torch.bfloat16), ((512, 16, 16, 8), torch.float32)])
 def test_kernels_compile_for_a_gpu(shape, dtype, tmp_path, monkeypatch):
     """The interpreter runs what a GPU build rejects (a loop-carried tile changing shape did): the three kernels

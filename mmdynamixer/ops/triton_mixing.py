@@ -67,12 +67,13 @@ SHARED_MEMORY_NEEDED = 160 * 1024
 # Triton reads TRITON_INTERPRET when @triton.jit decorates, that is when this module is imported.
 _INTERPRETED = os.environ.get('TRITON_INTERPRET') == '1'
 
+_missing = []
 if triton is None:
-    _UNAVAILABLE = 'triton is not installed'
-elif not hasattr(torch.library, 'triton_op'):
-    _UNAVAILABLE = f'torch {torch.__version__} has no torch.library.triton_op (torch >= 2.6 needed)'
-else:
-    _UNAVAILABLE = None
+    _missing.append('triton is not installed')
+if not hasattr(torch.library, 'triton_op'):
+    _missing.append(f'torch {torch.__version__} has no torch.library.triton_op (torch >= 2.6 needed)')
+# Why the kernels cannot exist in this environment, or None.
+_UNAVAILABLE = '; '.join(_missing) or None
 
 
 def fused_mixing_unsupported(x: Tensor, seq_len: int, reduced_dim: int) -> Optional[str]:
