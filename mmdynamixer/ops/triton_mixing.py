@@ -36,7 +36,10 @@ Backward (FlashAttention's pattern): the mixing matrices are recomputed from the
 per row block gives d(x) (stored once per row block) and d(code) (summed over the destination blocks in a float32
 buffer that only this program touches); a second gives ``generate``'s weight and bias gradient: each program owns
 one (destination block, code chunk) tile of the weight and a fixed share of the rows, writes its partial sum, and
-the partials are summed in one reduction. No atomics: results are run-to-run deterministic.
+the partials are summed in one reduction. No atomics: results are run-to-run deterministic. The price is that
+second kernel's recomputation: once per code chunk of its tile, that is L*d / ``BLOCK_CODE`` times the forward's
+logits (1 for S and M at L = 16, 4 at L = 32 and for L at L = 16, 16 for L at L = 32), the first thing to
+measure on a GPU against larger chunks (fewer recomputations, more spills) or a bfloat16 d(logits) buffer.
 
 Dtypes: the ``generate`` product runs in the codes' dtype, its float32 weight rounded to it on load (bfloat16/
 float16 on tensor cores, where the eager op multiplies in float32; float32 as TF32 only when
