@@ -21,6 +21,8 @@ from .serialization import mmengine_checkpoint_loading
 # Hooks every run gets: a NaN/inf loss stops training before it is checkpointed; a checkpoint whose tensors do
 # not fit the model fails the load instead of mmengine's warning.
 PROTECTIVE_HOOKS = ('FiniteLossHook', 'CheckpointShapeCheckHook')
+# The default_hooks names mmengine's Runner defines (a None there removes mmengine's hook).
+MMENGINE_DEFAULT_HOOKS = ('runtime_info', 'timer', 'sampler_seed', 'logger', 'param_scheduler', 'checkpoint')
 
 
 def _hook_type(hook) -> str:
@@ -70,6 +72,11 @@ class DynaMixerRunner(Runner):
         super().__init__(*args, cfg=cfg, **kwargs)
 
     def register_hooks(self, default_hooks=None, custom_hooks=None) -> None:
+        # None switches off a default hook of a config (default_hooks.compile=None), as it does mmengine's own:
+        # mmengine's register_default_hooks accepts None only for the names it defines (runner.py, "assert hook
+        # is not None").
+        default_hooks = {name: hook for name, hook in (default_hooks or {}).items()
+                         if hook is not None or name in MMENGINE_DEFAULT_HOOKS}
         custom_hooks = list(custom_hooks or [])
         listed = {_hook_type(hook) for hook in [*custom_hooks, *(default_hooks or {}).values()] if hook is not None}
         custom_hooks += [dict(type=name) for name in PROTECTIVE_HOOKS if name not in listed]
