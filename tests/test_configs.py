@@ -329,3 +329,34 @@ def test_frozen_stages():
     assert not backbone.network[2].training and backbone.network[3].training
     with pytest.raises(ValueError, match=r'frozen_stages=5 is out of range: allowed -1 .* to 4'):
         build_mmpretrain_model(dict(type='DynaMixer', arch=TINY_ARCH, frozen_stages=5))
+
+
+# What several configs share is spelled once under configs/_base_/, each literal below in that file only.
+SPELLED_ONCE = {
+    'embed_dims=[32, 64, 64, 64]': '_base_/models/dynamixer-tiny.py',  # the tiny arch of the demos
+    "'annotations/instances_train.json'": '_base_/datasets/digit_scenes_detection.py',
+    "seg_map_path='masks/train'": '_base_/datasets/digit_scenes_segmentation.py',
+    "'checkpoints/dynamixer-m_in1k.pth'": '_base_/models/dynamixer-m_dense.py',
+    "'checkpoints/dynamixer-l_in1k.pth'": '_base_/models/dynamixer-l_dense.py',
+}
+
+
+@pytest.mark.parametrize('literal', SPELLED_ONCE)
+def test_shared_blocks_are_spelled_once(literal):
+    """The digit-scenes configs take the tiny arch and their data from the bases, the M and L dense configs their
+    backbone (the digits classifier, which trains the tiny arch, may spell it too)."""
+    spelled = {str(p.relative_to(CONFIG_ROOT)) for p in CONFIG_ROOT.rglob('*.py') if literal in p.read_text()}
+    assert spelled - {'dynamixer/dynamixer-tiny_2xb64_digits.py'} == {SPELLED_ONCE[literal]}
+
+
+@pytest.mark.parametrize('name', [n for n in CONFIGS if 'digit-scenes' in n])
+def test_digit_scenes_configs_take_the_tiny_arch_and_data_from_the_bases(name):
+    """The backbone is the digits classifier's tiny arch (so that its weights load) and the loaders read the
+    digit scenes, whatever the S config they inherit trains on."""
+    cfg, tiny = load(name), Config.fromfile(CONFIG_ROOT / '_base_' / 'models' / 'dynamixer-tiny.py')
+    assert cfg.model.backbone.arch == tiny.dynamixer_tiny_arch
+    assert cfg.model.backbone.arch == load('dynamixer-tiny_2xb64_digits.py').model.backbone.arch
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert cfg[loader].dataset.data_root == cfg.data_root == 'data/digit_scenes/'
+        pipeline = cfg.train_pipeline if loader == 'train_dataloader' else cfg.test_pipeline
+        assert cfg[loader].dataset.pipeline == pipeline, loader

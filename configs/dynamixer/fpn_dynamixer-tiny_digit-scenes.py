@@ -4,7 +4,11 @@
 # (dynamixer-tiny_2xb64_digits.py), as an ADE20K segmentor starts from an ImageNet one:
 # tools/demo/train_digit_scenes.sh writes its best checkpoint to `pretrained`.
 # From scratch: --cfg-options model.backbone.init_cfg=None.
-_base_ = ['./fpn_dynamixer-s_8xb4-40k_ade20k-512x512.py']
+_base_ = [
+    './fpn_dynamixer-s_8xb4-40k_ade20k-512x512.py',
+    '../_base_/models/dynamixer-tiny.py',
+    '../_base_/datasets/digit_scenes_segmentation.py',
+]
 
 pretrained = 'checkpoints/dynamixer-tiny_digits.pth'
 # Scenes of 84-168 px, trained and tested at their own size: batches padded to multiples of 14 (with the
@@ -13,49 +17,22 @@ data_preprocessor = dict(size=None, size_divisor=14)
 model = dict(
     data_preprocessor=data_preprocessor,
     backbone=dict(
-        # The digits classifier's arch (dynamixer-tiny_2xb64_digits.py), so that its weights load.
-        arch=dict(
-            _delete_=True,
-            layers=[1, 1, 2, 1],
-            embed_dims=[32, 64, 64, 64],
-            resolutions=[8, 4, 4, 4],
-            num_segments=[4, 8, 8, 8],
-            reduced_dims=[2, 2, 2, 2],
-            transitions=[True, False, False, False],
-            mlp_ratios=[3, 3, 3, 3]),
+        # The digits classifier's arch (../_base_/models/dynamixer-tiny.py), so that its weights load.
+        arch=dict(_delete_=True, **_base_.dynamixer_tiny_arch),
         drop_path_rate=0.0,
         init_cfg=dict(checkpoint=pretrained)),
     # Neck and head as wide as the backbone (ADE20K's 256 channels would be 4x the backbone's 64).
     neck=dict(in_channels=[32, 64], out_channels=64),
     decode_head=dict(in_channels=[64, 64, 64, 64], channels=64, num_classes=11))
 
-# 11 classes: background (0) and the digits 0-9 (1-10). No resize, crop or flip (a mirrored digit is another
-# glyph), no photometric distortion.
-data_root = 'data/digit_scenes/'
-metainfo = dict(
-    classes=('background', ) + tuple(str(digit) for digit in range(10)),
-    palette=[[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-             [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212]])
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=False),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = train_pipeline
-dataset = dict(type='BaseSegDataset', data_root=data_root, metainfo=metainfo, img_suffix='.png',
-               seg_map_suffix='.png', reduce_zero_label=False)
-train_dataloader = dict(
-    batch_size=8,
-    num_workers=1,
-    persistent_workers=False,
-    dataset=dict(_delete_=True, data_prefix=dict(img_path='images/train', seg_map_path='masks/train'),
-                 pipeline=train_pipeline, **dataset))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=1,
-    persistent_workers=False,
-    dataset=dict(_delete_=True, data_prefix=dict(img_path='images/val', seg_map_path='masks/val'),
-                 pipeline=test_pipeline, **dataset))
+# 11 classes: background (0) and the digits 0-9 (1-10), scenes at their own size, no resize, crop or flip (a
+# mirrored digit is another glyph): ../_base_/datasets/digit_scenes_segmentation.py.
+data_root = _base_.digit_scenes_root
+metainfo = _base_.digit_scenes_metainfo
+train_pipeline = _base_.digit_scenes_train_pipeline
+test_pipeline = _base_.digit_scenes_test_pipeline
+train_dataloader = _base_.digit_scenes_train_dataloader
+val_dataloader = _base_.digit_scenes_val_dataloader
 test_dataloader = val_dataloader
 
 # The ADE20K schedule's shape (linear warm-up, then poly decay) over 1600 iterations of 8 scenes (32 epochs:

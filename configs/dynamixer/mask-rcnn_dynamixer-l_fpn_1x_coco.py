@@ -1,12 +1,7 @@
 # Mask R-CNN with a DynaMixer-L backbone on COCO, 1x schedule. Everything but the backbone as in the S config.
-# L's strides by stage are 7, 14, 14, 14 (256, 512, 512, 512 ch): the FPN reads stages 0 and 3.
-_base_ = ['./mask-rcnn_dynamixer-s_fpn_1x_coco.py']
+# The backbone and the maps the FPN reads: ../_base_/models/dynamixer-l_dense.py.
+_base_ = ['./mask-rcnn_dynamixer-s_fpn_1x_coco.py', '../_base_/models/dynamixer-l_dense.py']
 
-pretrained = 'checkpoints/dynamixer-l_in1k.pth'
-model = dict(
-    backbone=dict(
-        arch='l',
-        drop_path_rate=0.3,
-        out_indices=(0, 3),
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    neck=dict(in_channels=[256, 512]))
+pretrained = _base_.dynamixer_l_checkpoint
+model = dict(backbone=_base_.dynamixer_l_backbone,
+             neck=dict(in_channels=_base_.dynamixer_l_neck_in_channels))

@@ -4,58 +4,33 @@
 # The backbone starts from the digits classifier (dynamixer-tiny_2xb64_digits.py), as a COCO detector
 # starts from an ImageNet one: tools/demo/train_digit_scenes.sh writes its best checkpoint to `pretrained`.
 # From scratch: --cfg-options model.backbone.init_cfg=None.
-_base_ = ['./retinanet_dynamixer-s_fpn_1x_coco.py']
+_base_ = [
+    './retinanet_dynamixer-s_fpn_1x_coco.py',
+    '../_base_/models/dynamixer-tiny.py',
+    '../_base_/datasets/digit_scenes_detection.py',
+]
 
 pretrained = 'checkpoints/dynamixer-tiny_digits.pth'
 model = dict(
     backbone=dict(
-        # The digits classifier's arch (dynamixer-tiny_2xb64_digits.py), so that its weights load.
-        arch=dict(
-            _delete_=True,
-            layers=[1, 1, 2, 1],
-            embed_dims=[32, 64, 64, 64],
-            resolutions=[8, 4, 4, 4],
-            num_segments=[4, 8, 8, 8],
-            reduced_dims=[2, 2, 2, 2],
-            transitions=[True, False, False, False],
-            mlp_ratios=[3, 3, 3, 3]),
+        # The digits classifier's arch (../_base_/models/dynamixer-tiny.py), so that its weights load.
+        arch=dict(_delete_=True, **_base_.dynamixer_tiny_arch),
         drop_path_rate=0.0,
         init_cfg=dict(checkpoint=pretrained)),
     # Neck and head as wide as the backbone (COCO's 256 channels would be 4x the backbone's 64).
     neck=dict(in_channels=[32, 64], out_channels=64),
     bbox_head=dict(num_classes=10, in_channels=64, feat_channels=64))
 
-# Scenes of 84-168 px with digits of 20-60 px: trained and tested at their own size (no resize, no flip: a
-# mirrored digit is another glyph).
-data_root = 'data/digit_scenes/'
-metainfo = dict(classes=tuple(str(digit) for digit in range(10)))
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale_factor=1.0),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale_factor=1.0),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-train_dataloader = dict(
-    batch_size=8,
-    num_workers=1,
-    persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_train.json',
-                 data_prefix=dict(img='images/train/'), filter_cfg=dict(filter_empty_gt=True, min_size=8),
-                 pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=8,
-    num_workers=1,
-    persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_val.json',
-                 data_prefix=dict(img='images/val/'), pipeline=test_pipeline))
+# Scenes of 84-168 px with digits of 20-60 px, trained and tested at their own size (no resize, no flip: a
+# mirrored digit is another glyph): ../_base_/datasets/digit_scenes_detection.py.
+data_root = _base_.digit_scenes_root
+metainfo = _base_.digit_scenes_metainfo
+train_pipeline = _base_.digit_scenes_train_pipeline
+test_pipeline = _base_.digit_scenes_test_pipeline
+train_dataloader = _base_.digit_scenes_train_dataloader
+val_dataloader = _base_.digit_scenes_val_dataloader
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+val_evaluator = _base_.digit_scenes_val_evaluator
 test_evaluator = val_evaluator
 
 # The 1x schedule's shape (steps at 2/3 and 11/12 of the run) over 12 epochs of 50 iterations, its

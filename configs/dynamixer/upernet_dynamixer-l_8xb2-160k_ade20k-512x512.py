@@ -1,12 +1,7 @@
 # UperNet with a DynaMixer-L backbone on ADE20K, 512x512, 160k iterations. All but the backbone as in the S config.
-# L's strides by stage are 7, 14, 14, 14 (256, 512, 512, 512 ch): the FPN neck reads stages 0 and 3.
-_base_ = ['./upernet_dynamixer-s_8xb2-160k_ade20k-512x512.py']
+# The backbone and the maps the FPN reads: ../_base_/models/dynamixer-l_dense.py.
+_base_ = ['./upernet_dynamixer-s_8xb2-160k_ade20k-512x512.py', '../_base_/models/dynamixer-l_dense.py']
 
-pretrained = 'checkpoints/dynamixer-l_in1k.pth'
-model = dict(
-    backbone=dict(
-        arch='l',
-        drop_path_rate=0.3,
-        out_indices=(0, 3),
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    neck=dict(in_channels=[256, 512]))
+pretrained = _base_.dynamixer_l_checkpoint
+model = dict(backbone=_base_.dynamixer_l_backbone,
+             neck=dict(in_channels=_base_.dynamixer_l_neck_in_channels))
