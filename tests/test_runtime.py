@@ -1,9 +1,11 @@
 """What the engine adds to mmengine without patching it: weights-only loading of its checkpoints within a context,
 the runner's CPU fallbacks and protective hooks, the finite-loss hook; and that importing mmdynamixer changes no
 function of torch or the toolboxes and no process-wide state, and imports each library only once it is used."""
+import datetime
 import io
 import json
 import pickle
+import socket
 import subprocess
 import sys
 import warnings
@@ -233,3 +235,45 @@ def test_launchers_other_than_pytorch_refused_without_cuda(tiny_runner_cfg, monk
     tiny_runner_cfg.launcher = 'slurm'
     with pytest.raises(RuntimeError, match=r"launcher='slurm' without CUDA is not supported; use the pytorch launcher"):
         DynaMixerRunner.from_cfg(tiny_runner_cfg)
+
+
+@pytest.fixture
+def one_process_group_env(monkeypatch):
+    """What tools/dist_train.sh's torch.distributed.run sets for 1 process, on a free port; no CUDA."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with socket.socket() as free:
+        free.bind(('127.0.0.1', 0))
+        port = free.getsockname()[1]
+    for key, value in dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1',
+                           MASTER_PORT=str(port)).items():
+        monkeypatch.setenv(key, value)
+    yield
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def test_dist_cfg_on_cpu_is_read_as_mmengines_init_dist_reads_it(tiny_runner_cfg, one_process_group_env, monkeypatch):
+    """The configs' dist_cfg (backend nccl) with mmengine's timeout in seconds: a gloo group with that timeout."""
+    started, start = [], torch.distributed.init_process_group
+    monkeypatch.setattr(torch.distributed, 'init_process_group', lambda **options: started.append(options) or
+                        start(**options))
+    tiny_runner_cfg.launcher = 'pytorch'
+    tiny_runner_cfg.env_cfg.dist_cfg = dict(backend='nccl', timeout=1234)
+    runner = DynaMixerRunner.from_cfg(tiny_runner_cfg)
+    assert runner.world_size == 1 and torch.distributed.get_backend() == 'gloo'
+    assert started == [dict(backend='gloo', timeout=datetime.timedelta(seconds=1234))]
+
+
+@pytest.mark.parametrize('dist_cfg, error', [
+    (dict(backend='nccl', timeout='30m'), r"env_cfg.dist_cfg.timeout='30m': the timeout is a number of seconds"),
+    (dict(backend='hccl'), r"env_cfg.dist_cfg.backend='hccl' cannot run without CUDA: allowed \('gloo', 'mpi'\)"),
+    (dict(backend='nccl', init_backend='deepspeed'),
+     r"env_cfg.dist_cfg.init_backend='deepspeed' is not supported without CUDA: only 'torch'"),
+])
+def test_dist_cfg_that_cannot_apply_on_cpu_is_refused_by_name(tiny_runner_cfg, one_process_group_env, dist_cfg,
+                                                              error):
+    tiny_runner_cfg.launcher = 'pytorch'
+    tiny_runner_cfg.env_cfg.dist_cfg = dist_cfg
+    with pytest.raises((TypeError, ValueError), match=error):
+        DynaMixerRunner.from_cfg(tiny_runner_cfg)
+    assert not torch.distributed.is_initialized()

@@ -1,6 +1,7 @@
 """``DynaMixerRunner``: mmengine's Runner with the project's run-time protections, named by a config's
 ``runner_type`` and so built by any OpenMMLab tool (mmpretrain's, mmdet's and mmseg's ``tools/train.py``,
 ``mim train``, or ours)."""
+import datetime
 import logging
 import warnings
 
@@ -33,6 +34,36 @@ def _hook_type(hook) -> str:
     return type(hook).__name__
 
 
+# dist_cfg backends a CPU process group can take; the config's CUDA backend (mmengine's default, nccl) becomes gloo.
+CPU_BACKENDS = ('gloo', 'mpi')
+CUDA_BACKENDS = ('nccl',)
+
+
+def cpu_process_group_options(dist_cfg: dict) -> dict:
+    """``torch.distributed.init_process_group``'s arguments for ``env_cfg.dist_cfg`` on CPU, read as mmengine's
+    ``init_dist`` reads it (``mmengine/dist/utils.py``): ``timeout`` in seconds (-> ``timedelta``), ``backend``
+    (gloo in place of nccl), ``init_backend`` (only 'torch' here), every other key passed on to
+    ``init_process_group``. Raises naming a value that cannot apply without CUDA."""
+    options = dict(dist_cfg or {})
+    backend = options.pop('backend', 'nccl')
+    if backend in CUDA_BACKENDS:
+        backend = 'gloo'
+    elif backend not in CPU_BACKENDS:
+        raise ValueError(f'env_cfg.dist_cfg.backend={backend!r} cannot run without CUDA: allowed '
+                         f'{CPU_BACKENDS} ({CUDA_BACKENDS} become gloo)')
+    init_backend = options.pop('init_backend', 'torch')
+    if init_backend != 'torch':
+        raise ValueError(f'env_cfg.dist_cfg.init_backend={init_backend!r} is not supported without CUDA: only '
+                         f"'torch' (torch.distributed.init_process_group) is")
+    timeout = options.get('timeout')
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f'env_cfg.dist_cfg.timeout={timeout!r}: the timeout is a number of seconds, as for '
+                            f'mmengine\'s init_dist, e.g. dist_cfg=dict(backend=\'nccl\', timeout=1800)')
+        options['timeout'] = datetime.timedelta(seconds=timeout)
+    return dict(backend=backend, **options)
+
+
 def _is_amp(optim_wrapper) -> bool:
     kind = optim_wrapper.get('type') if isinstance(optim_wrapper, dict) else None
     if isinstance(kind, type):
@@ -54,8 +85,9 @@ class DynaMixerRunner(Runner):
       (:func:`~mmdynamixer.engine.serialization.mmengine_checkpoint_loading`);
     - trains the config's mixed precision (``AmpOptimWrapper``, or ``--amp``) in float32, with a warning, where no
       CUDA device exists (mmengine's ``AmpOptimWrapper`` asserts one);
-    - runs ``--launcher pytorch`` without CUDA: starts the process group with gloo and wraps DDP without device
-      ids (mmengine's launcher calls ``torch.cuda.set_device`` and its DDP wrapper passes ``device_ids``);
+    - runs ``--launcher pytorch`` without CUDA: starts the process group with gloo and the config's other
+      ``env_cfg.dist_cfg`` options (:func:`cpu_process_group_options`), and wraps DDP without device ids
+      (mmengine's launcher calls ``torch.cuda.set_device`` and its DDP wrapper passes ``device_ids``);
     - reduces DDP's gradients in rank order (:func:`~mmdynamixer.engine.comm_hooks.rank_ordered_allreduce`) on
       CPU, and on GPUs with ``randomness.deterministic=True``, so that a resumed run is bit-identical with any
       number of processes (DDP's bucket layout in a process's first iteration differs from later ones);
@@ -87,8 +119,7 @@ class DynaMixerRunner(Runner):
             if self.launcher != 'pytorch':
                 raise RuntimeError(f'launcher={self.launcher!r} without CUDA is not supported; use the pytorch '
                                    f'launcher (tools/dist_train.sh), which falls back to gloo on CPU')
-            timeout = (env_cfg.get('dist_cfg') or {}).get('timeout')
-            dist.init_process_group(backend='gloo', **({} if timeout is None else dict(timeout=timeout)))
+            dist.init_process_group(**cpu_process_group_options(env_cfg.get('dist_cfg')))
         super().setup_env(env_cfg)
 
     def wrap_model(self, model_wrapper_cfg, model):
