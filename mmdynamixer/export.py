@@ -77,8 +77,8 @@ def onnxruntime_session(path: str, threads: Optional[int] = None):
 
 
 def compare(session, module: nn.Module, output_names: Sequence[str], shapes: Sequence[Shape]) -> List[Difference]:
-    """Run ``session`` and eager ``module`` on the same random images of each shape; raises ValueError when an
-    output's shape differs."""
+    """Run ``session`` and eager ``module`` on the same random images of each shape; raises ValueError when the
+    two give another number of outputs than ``output_names`` names, or an output's shape differs."""
     gen = torch.Generator().manual_seed(0)
     differences = []
     for batch, height, width in shapes:
@@ -87,6 +87,10 @@ def compare(session, module: nn.Module, output_names: Sequence[str], shapes: Seq
             expected = module(images)
         expected = expected if isinstance(expected, (tuple, list)) else (expected,)
         actual = session.run(None, {INPUT_NAME: images.numpy()})
+        if not len(actual) == len(expected) == len(output_names):
+            raise ValueError(f'{batch}x3x{height}x{width}: onnxruntime gives {len(actual)} output(s), eager '
+                             f'{len(expected)}, and output_names names {len(output_names)} ({list(output_names)}): '
+                             f'each output must be compared')
         for name, ours, theirs in zip(output_names, actual, expected):
             if tuple(ours.shape) != tuple(theirs.shape):
                 raise ValueError(f'{batch}x3x{height}x{width}: output {name} has shape {tuple(ours.shape)} in '

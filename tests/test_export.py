@@ -144,6 +144,26 @@ def test_a_file_that_differs_from_eager_never_takes_the_name(tmp_path):
     assert (actual == 1).all() and sorted(tmp_path.iterdir()) == [target]
 
 
+class ExportedOutputs(torch.nn.Module):
+    """``exported`` outputs in the exported graph, ``eager`` in eager mode, each the input itself."""
+
+    def __init__(self, exported: int, eager: int):
+        super().__init__()
+        self.exported, self.eager = exported, eager
+
+    def forward(self, x):
+        return (x,) * (self.exported if torch.compiler.is_exporting() else self.eager)
+
+
+@pytest.mark.parametrize('exported, eager', [(2, 1), (1, 2)])
+def test_an_extra_or_missing_output_is_refused_by_count(tmp_path, exported, eager):
+    target = tmp_path / 'model.onnx'
+    with pytest.raises(ValueError, match=rf'1x3x8x8: onnxruntime gives {exported} output\(s\), eager {eager}, and '
+                                         r"output_names names 1 \(\['out'\]\)"):
+        export_onnx(ExportedOutputs(exported, eager), str(target), (8, 8), output_names=['out'])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_static_graph_refuses_other_sizes(tmp_path, capsys):
     with pytest.raises(ValueError, match='a static graph accepts only 1x3x8x8'):
         export_onnx(torch.nn.Identity(), str(tmp_path / 'x.onnx'), (8, 8), check_shapes=[(1, 9, 8)])
