@@ -311,7 +311,7 @@ def engine_check(args) -> int:
         pipeline_file = Path(tmp) / 'pipeline.json'
         subprocess.run([sys.executable, str(REPO / 'tools' / 'analysis' / 'benchmark_pipeline.py'),
                         '--config', str(REPO / 'configs' / 'dynamixer' / RECIPE_CONFIGS['s'].format('-bf16')),
-                        '--images', str(args.pipeline_images), '--batch', '64', '--workers', '2', '--epochs', '1',
+                        '--images', str(args.pipeline_images), '--batch', '64', '--workers', '2', '--epochs', '2',
                         '--out-file', str(pipeline_file)], check=True)
         pipeline = json.loads(pipeline_file.read_text())
     times = timing['times'][args.warmup:]
