@@ -5,6 +5,8 @@ interpreter and names no checkpoint whose epoch depends on the run; each Python 
 (configs are loaded with mmengine and their model built); the Layout section matches the tree; the model zoo
 matches metafile.yml and the configs present."""
 import functools
+import json
+import os
 import re
 import shlex
 import subprocess
@@ -63,32 +65,51 @@ BLOCKS = [block for doc in DOCS for block in shell_commands(doc)]
 SNIPPETS = [block for doc in DOCS for block in python_blocks(doc)]
 
 
-def commands(block: str):
-    """The simple commands of a shell block: continuations joined, comments dropped, split at line ends, ``&&``,
-    ``;`` and ``|``."""
+def simple_commands(block: str):
+    """``(assignments, words)`` of each simple command of a shell block: continuations joined, comments dropped,
+    split at line ends, ``&&``, ``;`` and ``|``; leading ``NAME=value`` words are the assignments."""
     for line in block.replace('\\\n', ' ').splitlines():
         lexer = shlex.shlex(line, posix=True, punctuation_chars=';&|')
         lexer.whitespace_split = True
         lexer.commenters = '#'
-        command = []
-        for token in lexer:
+        words = []
+        for token in [*lexer, ';']:
             if set(token) <= set(';&|'):
-                if command:
-                    yield command
-                command = []
+                assignments = []
+                while words and re.match(r'^[A-Za-z_]\w*=', words[0]):
+                    assignments.append(words.pop(0).split('=', 1)[0])
+                if words or assignments:
+                    yield assignments, words
+                words = []
             else:
-                command.append(token)
-        if command:
-            yield command
+                words.append(token)
+
+
+def help_scripts() -> list:
+    """The scripts the commands run with the venv's interpreter: their ``--help`` says which flags they take."""
+    return sorted({words[1] for _, _, block in BLOCKS for _, words in simple_commands(block)
+                   if words[:1] == [INTERPRETER] and len(words) > 1 and words[1].endswith('.py')})
 
 
 @functools.lru_cache(maxsize=None)
+def docs_run() -> dict:
+    """What each tool's ``--help`` and each runnable snippet gave, by name (a script's path, ``doc#number``): one
+    run of tests/docs_runner.py, which forks each from a process that imported the heavy libraries once."""
+    tasks = [dict(kind='help', name=script, script=str(REPO / script)) for script in help_scripts()]
+    tasks += [dict(kind='config' if marker == 'config: model' else 'script', name=f'{doc}#{number}', code=code)
+              for doc, number, marker, code in SNIPPETS if not marker.startswith('not run: ')]
+    run = subprocess.run([sys.executable, str(REPO / 'tests/docs_runner.py')], input=json.dumps(tasks), cwd=REPO,
+                         capture_output=True, text=True, timeout=1200, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(run.stdout.strip().splitlines()[-1])
+    return {task['name']: result for task, result in zip(tasks, results)}
+
+
 def tool_help(script: str) -> str:
     """What ``script --help`` prints (it must exit 0)."""
-    run = subprocess.run([sys.executable, str(REPO / script), '--help'], cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
-    assert run.returncode == 0, f'{script} --help failed:\n{run.stderr[-2000:]}'
-    return run.stdout
+    result = docs_run()[script]
+    assert result['status'] == 0, f'{script} --help failed:\n{result["output"][-2000:]}'
+    return result['output']
 
 
 def test_docs_have_commands_snippets_and_links():
@@ -120,10 +141,7 @@ def test_links_and_images_resolve(doc):
 @pytest.mark.parametrize('doc,number,block', BLOCKS, ids=[f'{d}#{n}' for d, n, _ in BLOCKS])
 def test_command_names_what_exists(doc, number, block):
     defined = set()
-    for words in commands(block):
-        assignments = []
-        while words and re.match(r'^[A-Za-z_]\w*=', words[0]):
-            assignments.append(words.pop(0).split('=', 1)[0])
+    for assignments, words in simple_commands(block):
         if words[:1] == ['for'] and len(words) > 1:
             defined.add(words[1])
         for word in words:
@@ -151,31 +169,12 @@ def test_command_names_what_exists(doc, number, block):
                     assert (REPO / target.split('::')[0]).is_file(), f'{doc}: {target} does not exist'
 
 
-# Loads a config snippet as a user's config file and builds its model through the registries (no weights load).
-BUILD_CONFIG = '''
-import sys
-from mmengine.config import Config
-from mmengine.registry import MODELS, init_default_scope
-cfg = Config.fromfile(sys.argv[1])
-init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-model = MODELS.build(cfg.model)
-print(type(model).__name__)
-'''
-
-
 @pytest.mark.parametrize('doc,number,marker,code', SNIPPETS, ids=[f'{d}#{n}' for d, n, _, _ in SNIPPETS])
-def test_python_snippet_runs(doc, number, marker, code, tmp_path):
+def test_python_snippet_runs(doc, number, marker, code):
     compile(code, doc, 'exec')
-    if marker.startswith('not run: '):
-        return
-    if marker == 'config: model':
-        (tmp_path / 'my_config.py').write_text(code)
-        command = [sys.executable, '-c', BUILD_CONFIG, str(tmp_path / 'my_config.py')]
-    else:
-        command = [sys.executable, '-c', code]
-    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                         env={'OMP_NUM_THREADS': '1', 'PATH': '/usr/bin:/bin', 'HOME': str(tmp_path)})
-    assert run.returncode == 0, f'{doc}: snippet {number} failed:\n{code}\n{run.stderr[-3000:]}'
+    if not marker.startswith('not run: '):
+        result = docs_run()[f'{doc}#{number}']
+        assert result['status'] == 0, f'{doc}: snippet {number} failed:\n{code}\n{result["output"][-3000:]}'
 
 
 def test_layout_names_every_module_and_nothing_that_is_gone():
