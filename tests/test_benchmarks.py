@@ -4,7 +4,6 @@ and hand counts, not from the code under test."""
 import functools
 import json
 import runpy
-import statistics
 import subprocess
 import sys
 import time
@@ -16,16 +15,27 @@ from PIL import Image
 
 from mmdynamixer import benchmarking
 from mmdynamixer.analysis import complexity
-from mmdynamixer.models import DynaMixerNet
 from mmdynamixer.testing import TINY_ARCH, tool_env
 
-from conftest import REPO
+from conftest import REPO, SCRIPTED_SECONDS
 
 TOOLS = REPO / 'tools' / 'analysis'
 # Wide enough that AdamW's state (2 x 4 bytes per parameter, ~9 MiB) stands well above page-level noise.
 WIDE_ARCH = dict(TINY_ARCH, embed_dims=[64, 128, 128, 128], num_segments=[4, 8, 8, 8])
 # TINY_ARCH with M's strides (7, 7, 14, 14): the dense outputs are then stages 1 and 3.
 TINY_M_LAYOUT = dict(TINY_ARCH, resolutions=[8, 8, 4, 4], transitions=[False, True, False, False])
+
+
+def run_tool_with_scripted_timing(tool, *args):
+    """Runs a tool as a script in a fresh process (its CPU memory measurement pickles the tool's functions) with
+    ``conftest.scripted_timing_patches`` installed; the run's stdout."""
+    script = (f'import runpy, sys\n'
+              f'sys.path.insert(0, {str(REPO / "tests")!r})\n'
+              f'import conftest, mmdynamixer.benchmarking\n'
+              f'vars(mmdynamixer.benchmarking).update(conftest.scripted_timing_patches())\n'
+              f'sys.argv = {[tool, *map(str, args)]!r}\n'
+              f'runpy.run_path({str(TOOLS / tool)!r}, run_name="__main__")\n')
+    return run_tool('-c', script).stdout
 
 
 def run_tool(*args, timeout=600):
@@ -93,21 +103,22 @@ def test_fresh_process_peak_is_what_the_step_allocates():
 
 
 @pytest.mark.parametrize('size', [(56, 56), (112, 112), (56, 112)])
-def test_flop_count_equals_a_hand_count(hand_count_macs, size):
+def test_flop_count_equals_a_hand_count(hand_count_macs, hand_count_params, size):
     """112 px: two windows of L tokens per row and column at each stage."""
     counts = complexity(TINY_ARCH, size, num_classes=10)
     assert counts['flops'] == hand_count_macs(TINY_ARCH, *size, num_classes=10)
-    assert counts['params'] == sum(p.numel() for p in DynaMixerNet(TINY_ARCH, num_classes=10).parameters())
+    assert counts['params'] == hand_count_params(TINY_ARCH, num_classes=10)
 
 
-def test_get_flops_prints_and_writes_the_count(tmp_path, capsys, hand_count_macs):
+def test_get_flops_prints_and_writes_the_count(tmp_path, capsys, hand_count_macs, hand_count_params):
     get_flops = runpy.run_path(str(TOOLS / 'get_flops.py'))
     out = tmp_path / 'flops.json'
     get_flops['main'](['--arch', json.dumps(TINY_ARCH), '--size', '56', '112', '--num-classes', '10',
                        '--out-file', str(out)])
     [row] = json.loads(out.read_text())
-    assert (row['height'], row['width'], row['flops']) == (56, 112, hand_count_macs(TINY_ARCH, 56, 112, 10))
-    assert f"| custom | {row['params'] / 1e6:.2f} | {row['flops'] / 1e9:.3f} |" in capsys.readouterr().out
+    macs, params = hand_count_macs(TINY_ARCH, 56, 112, 10), hand_count_params(TINY_ARCH, 10)
+    assert (row['height'], row['width'], row['flops'], row['params']) == (56, 112, macs, params)
+    assert f"| custom | {params / 1e6:.2f} | {macs / 1e9:.3f} |" in capsys.readouterr().out
     with pytest.warns(FutureWarning, match='--json is deprecated'):
         get_flops['main'](['--arch', json.dumps(TINY_ARCH), '--size', '56', '--json', str(out)])
     assert json.loads(out.read_text())[0]['flops'] == hand_count_macs(TINY_ARCH, 56, 56, 1000)
@@ -136,29 +147,34 @@ def test_help_shows_the_flag_vocabulary(monkeypatch, capsys, tool, flags):
     assert [flag for flag in flags if f'{flag} ' not in shown] == []
 
 
-def test_benchmark_speed_memory_flops_and_onnxruntime(tmp_path, hand_count_macs):
+def test_benchmark_speed_memory_flops_and_onnxruntime(tmp_path, hand_count_macs, hand_count_params):
+    """Every step takes the scripted seconds (median 0.25 s): 2 images a step are 8 img/s, and a training step's
+    GFLOP/s 8 x 3 x 2 x the hand count of multiply-adds; memory is measured for real."""
     out = tmp_path / 'bench.json'
-    run = run_tool(TOOLS / 'benchmark.py', '--arch', json.dumps(WIDE_ARCH), '--size', '56', '--batch', '2',
-                   '--mode', 'infer', 'train', '--warmup', '1', '--repeat', '3', '--threads', '1',
-                   '--onnxruntime', 'static', '--device', 'cpu', '--out-file', out)
+    stdout = run_tool_with_scripted_timing(
+        'benchmark.py', '--arch', json.dumps(WIDE_ARCH), '--size', '56', '--batch', '2', '--mode', 'infer', 'train',
+        '--warmup', '1', '--repeat', '3', '--threads', '1', '--onnxruntime', 'static', '--device', 'cpu',
+        '--out-file', out)
     report = json.loads(out.read_text())
     rows = {r['mode']: r for r in report['results']}
     assert set(rows) == {'infer', 'train'}
-    param_bytes = 4 * sum(p.numel() for p in DynaMixerNet(WIDE_ARCH).parameters())
+    macs = hand_count_macs(WIDE_ARCH, 56, 56, 1000)
+    param_bytes = 4 * hand_count_params(WIDE_ARCH, 1000)
     for name in ('ours', 'release'):
         for row in rows.values():
-            assert len(row[f'{name}_step_s']) == 3
-            assert row[f'{name}_img_s'] == pytest.approx(2 / statistics.median(row[f'{name}_step_s']))
+            assert sorted(row[f'{name}_step_s']) == sorted(SCRIPTED_SECONDS)
+            assert row[f'{name}_img_s'] == 8.0
         # At its peak a training step holds the gradients and AdamW's two moments, on top of what
         # inference needs; a baseline taken after the warm-up would miss the moments.
         assert rows['train'][f'{name}_peak_mib'] * 2**20 >= 3 * param_bytes
         assert rows['train'][f'{name}_peak_mib'] > rows['infer'][f'{name}_peak_mib'] > 0
-    assert len(rows['infer']['ort_static_step_s']) == 3 and rows['infer']['ort_static_peak_mib'] > 0
+    assert sorted(rows['infer']['ort_static_step_s']) == sorted(SCRIPTED_SECONDS)
+    assert rows['infer']['ort_static_img_s'] == 8.0 and rows['infer']['ort_static_peak_mib'] > 0
     assert 'ort_static_img_s' not in rows['train']
-    assert rows['train']['macs_per_image'] == hand_count_macs(WIDE_ARCH, 56, 56, 1000)
-    assert rows['train']['ours_gflop_s'] == pytest.approx(
-        rows['train']['ours_img_s'] * 3 * 2 * hand_count_macs(WIDE_ARCH, 56, 56, 1000) / 1e9)
-    assert f"| custom | train | fp32 | False | 2 | {rows['train']['ours_img_s']:.2f} |" in run.stdout
+    assert rows['train']['macs_per_image'] == rows['infer']['macs_per_image'] == macs
+    assert rows['train']['ours_gflop_s'] == pytest.approx(8 * 3 * 2 * macs / 1e9)
+    assert rows['infer']['ours_gflop_s'] == pytest.approx(8 * 2 * macs / 1e9)
+    assert '| custom | train | fp32 | False | 2 | 8.00 | 8.00 | 1.00 |' in stdout
 
 
 def test_benchmark_refuses_a_size_the_release_cannot_run(capsys):
@@ -169,15 +185,16 @@ def test_benchmark_refuses_a_size_the_release_cannot_run(capsys):
 
 
 def test_benchmark_dense_times_and_measures_each_size(tmp_path):
+    """Forwards of the scripted seconds: 125 ms the fastest, 250 ms the median, at every size."""
     out = tmp_path / 'dense.json'
-    run_tool(TOOLS / 'benchmark_dense.py', '--arch', json.dumps(TINY_ARCH), json.dumps(TINY_M_LAYOUT),
-             '--sizes', '56x56', '70x126', '--warmup', '1', '--repeat', '3', '--threads', '1', '--device', 'cpu',
-             '--out-file', out)
+    run_tool_with_scripted_timing('benchmark_dense.py', '--arch', json.dumps(TINY_ARCH), json.dumps(TINY_M_LAYOUT),
+                                  '--sizes', '56x56', '70x126', '--warmup', '1', '--repeat', '3', '--threads', '1',
+                                  '--device', 'cpu', '--out-file', out)
     tiny, m_layout = json.loads(out.read_text())
     assert tiny['out_indices'] == [0, 3] and m_layout['out_indices'] == [1, 3]
     for row in tiny['rows'] + m_layout['rows']:
-        assert len(row['ms']) == 3
-        assert (row['ms_min'], row['ms_median']) == (min(row['ms']), statistics.median(row['ms']))
+        assert sorted(row['ms']) == [1e3 * t for t in sorted(SCRIPTED_SECONDS)]
+        assert (row['ms_min'], row['ms_median']) == (125.0, 250.0)
         assert row['peak_mib'] > 0
     assert [(r['height'], r['width']) for r in tiny['rows']] == [(56, 56), (70, 126)]
 

@@ -62,15 +62,13 @@ def run_converter(monkeypatch, capsys, repo, *args):
 
 @pytest.mark.parametrize('ema', [False, True])
 def test_converter_round_trip(tmp_path, repo, monkeypatch, capsys, ema):
+    """The converted file, loaded once, through the classifier's ``Pretrained`` init_cfg (the README's way), gives
+    the release's logits (its EMA's with --ema): every tensor came from the file."""
     src, dst = tmp_path / 'release.pth', tmp_path / 'mmpretrain.pth'
     weights, ema_weights = release_checkpoint(src)
     assert run_converter(monkeypatch, capsys, repo, src, dst, *(['--ema'] if ema else [])) == (0, '')
 
-    converted = torch.load(dst, weights_only=True)['state_dict']
     model = build_classifier(repo, dst)
-    result = model.load_state_dict(converted, strict=False)
-    assert not result.missing_keys and not result.unexpected_keys
-
     expected = (ema_weights if ema else weights)
     x = torch.randn(2, 3, 56, 56)
     with torch.no_grad():

@@ -157,6 +157,8 @@ def test_group_matcher_gives_timm_layer_decay_in_depth_order():
 
 
 def test_set_grad_checkpointing_same_gradients():
+    """Same gradients, and the checkpointed layers recomputed in the backward: each layer's mixing block runs
+    once per step without checkpointing, twice with it."""
     plain = tiny().train()
     checkpointed = TimmDynaMixer(TINY_ARCH, num_classes=10).train()
     checkpointed.load_state_dict(plain.state_dict())
@@ -164,8 +166,14 @@ def test_set_grad_checkpointing_same_gradients():
     layers = [m for m in checkpointed.modules() if isinstance(m, DynaMixerLayer)]
     assert len(layers) == 4 and all(layer.with_cp for layer in layers)
     x = torch.randn(2, 3, 56, 56)
-    for model in (plain, checkpointed):
+    calls = {}
+    for name, model in (('plain', plain), ('checkpointed', checkpointed)):
+        calls[name] = []
+        for layer in model.modules():
+            if isinstance(layer, DynaMixerLayer):
+                layer.attn.register_forward_hook(lambda *_, seen=calls[name]: seen.append(None))
         model(x).square().sum().backward()
+    assert (len(calls['plain']), len(calls['checkpointed'])) == (4, 8)
     for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
     checkpointed.set_grad_checkpointing(False)

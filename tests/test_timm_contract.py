@@ -1,7 +1,8 @@
 """timm's own model tests (``tests/test_models.py`` of huggingface/pytorch-image-models), as the calls they make,
-on dynamixer_s/m/l at the input sizes those tests pick: forward (and grad checkpointing), backward, the default
+on dynamixer_s/m/l at the input sizes those tests pick: forward, backward (and grad checkpointing), the default
 cfgs of a non-standard model (``*mixer_*`` is in timm's NON_STD_FILTERS), features_only, forward_intermediates,
-and fx forward and backward through timm's feature extractor. TorchScript is not supported (README)."""
+and fx forward and backward through timm's feature extractor. Expected values come from the modules run one by one,
+not from the API under test. TorchScript is not supported (README)."""
 import math
 
 import pytest
@@ -27,23 +28,36 @@ def model_name(request):
     return request.param
 
 
-def test_forward_and_grad_checkpointing(model_name):
+def test_forward(model_name):
     model = timm.create_model(model_name).eval()
-    x = torch.randn(1, *input_size(model, 384))
     with torch.no_grad():
-        out = model(x)
-        assert out.shape == (1, 1000) and not out.isnan().any()
-        model.set_grad_checkpointing()
-        torch.testing.assert_close(model(x), out, rtol=1e-4, atol=1e-5)
+        out = model(torch.randn(1, *input_size(model, 384)))
+    assert out.shape == (1, 1000) and not out.isnan().any()
 
 
-def test_backward_reaches_every_parameter(model_name):
+def test_backward_and_grad_checkpointing(model_name):
+    """timm's backward test, then the same step with gradient checkpointing: equal logits and gradients, and the
+    layers recomputed in the backward (the first layer's mixing block runs twice, not once)."""
     model = timm.create_model(model_name, num_classes=42).train()
-    out = model(torch.randn(2, *input_size(model, 128)))
-    out.mean().backward()
-    missing = [name for name, p in model.named_parameters() if p.grad is None]
-    assert not missing
-    assert out.shape[-1] == 42 and not out.isnan().any()
+    x = torch.randn(2, *input_size(model, 128))
+    first_block = model.network[0][0].attn
+    results = []
+    for checkpointing in (False, True):
+        model.set_grad_checkpointing(checkpointing)
+        model.zero_grad(set_to_none=True)
+        calls = []
+        hook = first_block.register_forward_hook(lambda *_: calls.append(None))
+        out = model(x)
+        out.mean().backward()
+        hook.remove()
+        results.append((out.detach(), {name: p.grad for name, p in model.named_parameters()}, len(calls)))
+    (plain, plain_grads, plain_calls), (checkpointed, checkpointed_grads, checkpointed_calls) = results
+    assert not [name for name, grad in plain_grads.items() if grad is None]
+    assert plain.shape[-1] == 42 and not plain.isnan().any()
+    assert (plain_calls, checkpointed_calls) == (1, 2)
+    torch.testing.assert_close(checkpointed, plain, rtol=1e-4, atol=1e-5)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(checkpointed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_default_cfgs_non_std(model_name):
@@ -69,11 +83,12 @@ def test_default_cfgs_non_std(model_name):
 
 
 def _check_maps(maps, channels, reductions, size):
+    """One (1, C, H, W) map per stage: its channels, and ceil(size / reduction) positions a side (the model pads
+    the image to whole patches)."""
     assert len(maps) == len(channels) >= 3
     for expected, reduction, feature_map in zip(channels, reductions, maps):
-        assert feature_map.shape[0] == 1 and feature_map.shape[1] == expected
-        assert feature_map.shape[2] <= math.ceil(size[0] / reduction) + 1
-        assert feature_map.shape[3] <= math.ceil(size[1] / reduction) + 1
+        assert tuple(feature_map.shape) == (1, expected, math.ceil(size[0] / reduction),
+                                            math.ceil(size[1] / reduction))
         assert not feature_map.isnan().any()
 
 
@@ -85,6 +100,18 @@ def test_features_only(model_name):
     _check_maps(maps, model.feature_info.channels(), model.feature_info.reduction(), size[1:])
 
 
+def _stage_by_stage(model, x):
+    """The stage maps (NCHW) and the final normed map, computed module by module (patch embedding, each entry
+    of ``network``, the final ``norm``), without forward_intermediates."""
+    tokens = model.patch_embed(x)
+    maps = []
+    for position, module in enumerate(model.network):
+        tokens = module(tokens)
+        if position in model.stage_positions:
+            maps.append(tokens.permute(0, 3, 1, 2))
+    return model.norm(tokens).permute(0, 3, 1, 2), maps
+
+
 def test_forward_intermediates(model_name):
     model = timm.create_model(model_name).eval()
     info = timm.models.FeatureInfo(model.feature_info, len(model.feature_info))
@@ -93,7 +120,12 @@ def test_forward_intermediates(model_name):
     with torch.no_grad():
         final, intermediates = model.forward_intermediates(x, output_fmt='NCHW')
         _check_maps(intermediates, info.channels(), info.reduction(), size[1:])
-        torch.testing.assert_close(final, model.forward_features(x), rtol=0, atol=0)
+        expected_final, expected_maps = _stage_by_stage(model, x)
+        for ours, expected in zip(intermediates, expected_maps):
+            torch.testing.assert_close(ours, expected, rtol=0, atol=0)
+        torch.testing.assert_close(final, expected_final, rtol=0, atol=0)
+        torch.testing.assert_close(model.forward_features(x), expected_final, rtol=0, atol=0)
+        torch.testing.assert_close(model(x), model.head(expected_final.mean(dim=(2, 3))))
         model.set_grad_checkpointing()
         torch.testing.assert_close(model.forward_intermediates(x, output_fmt='NCHW')[0], final, rtol=1e-4, atol=1e-5)
 
