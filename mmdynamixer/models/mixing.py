@@ -1,5 +1,4 @@
 """The DynaMixer operation: token mixing with mixing matrices generated from the tokens."""
-import functools
 import os
 from typing import Optional
 
@@ -33,7 +32,6 @@ def _logits(code: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tor
         return linear(code.to(dtype), weight.to(dtype), bias.to(dtype))
 
 
-@functools.lru_cache(maxsize=None)
 def _triton_mixing():
     """:mod:`mmdynamixer.ops.triton_mixing`, imported on first use (it imports Triton)."""
     from ..ops import triton_mixing
