@@ -217,3 +217,11 @@ def test_model_zoo_matches_metafile_and_configs():
         assert f'{model["Metadata"]["FLOPs"] / 1e9:.2f}' in cells, (model['Name'], row)
         assert str(model['Results'][0]['Metrics']['Top 1 Accuracy']) in cells, (model['Name'], row)
         assert (REPO / model['Config']).is_file()
+
+
+def test_tools_page_names_every_tool():
+    """docs/tools.md names every script under tools/ (a new tool gets a line there)."""
+    page = read('docs/tools.md')
+    scripts = [path.name for path in (REPO / 'tools').rglob('*')
+               if path.suffix in ('.py', '.sh') and '__pycache__' not in path.parts]
+    assert sorted(name for name in scripts if f'`{name}`' not in page) == []
