@@ -4,8 +4,11 @@ input size."""
 import copy
 import math
 import pickle
+import re
 import runpy
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +18,9 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from mmdynamixer.checkpoints import generate_token_counts, resample_generate
+from mmdynamixer.engine import mmengine_checkpoint_loading
 from mmdynamixer.models.mixing import DynaMixerOp
-from mmdynamixer.testing import TINY_ARCH, build_mmpretrain_model
+from mmdynamixer.testing import TINY_ARCH, build_mmpretrain_model, tool_env, write_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / 'configs' / 'dynamixer'
@@ -212,6 +216,29 @@ def test_frozen_params_constructor_names_a_prefix_that_matches_nothing():
         build_optim_wrapper(model, dict(cfg, paramwise_cfg=dict()))
 
 
+def test_frozen_params_constructor_refuses_parameters_ddp_wrapped_as_trainable():
+    """DDP would wait for their gradients (and fail at the second iteration); unless it looks for unused ones."""
+    import torch.distributed as dist
+    from mmengine.optim import build_optim_wrapper
+    from torch.nn.parallel import DistributedDataParallel
+    cfg = dict(optimizer=dict(type='SGD', lr=0.1), constructor='FrozenParamsOptimWrapperConstructor',
+               paramwise_cfg=dict(frozen=['norm.']))
+    dist.init_process_group('gloo', store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        def wrapped(**options):
+            layers = torch.nn.ModuleDict(dict(norm=torch.nn.LayerNorm(2), fc=torch.nn.Linear(2, 2)))
+            return DistributedDataParallel(layers, **options)
+        with pytest.raises(ValueError, match=r"\['norm.weight', 'norm.bias'\] were trainable when "
+                                             r'DistributedDataParallel wrapped the model'):
+            build_optim_wrapper(wrapped(), cfg)
+        model = wrapped(find_unused_parameters=True)
+        build_optim_wrapper(model, cfg)
+        trainable = [name for name, param in model.module.named_parameters() if param.requires_grad]
+        assert trainable == ['fc.weight', 'fc.bias']
+    finally:
+        dist.destroy_process_group()
+
+
 # --- your own images --------------------------------------------------------------------------------------------
 
 FOLDER_CONFIG = CONFIGS / 'dynamixer-s_1xb64_finetune-folder.py'
@@ -265,6 +292,56 @@ def test_folder_config_names_bad_data(tmp_path):
     with pytest.raises(OSError, match=r'Unreadable image .*broken\.jpg'):
         val[broken]
     assert val[0]['inputs'].shape == (3, 224, 224)
+
+
+@pytest.mark.parametrize('config', [FOLDER_CONFIG.name, 'dynamixer-s_1xb128_cifar10.py'])
+def test_transfer_configs_freeze_the_final_norm_when_the_model_is_built(config):
+    """Before DistributedDataParallel wraps the model, which would otherwise wait for the norm's gradients."""
+    cfg = Config.fromfile(CONFIGS / config)
+    cfg.model.backbone.update(arch=TINY_ARCH, init_cfg=None)
+    cfg.model.head.in_channels = TINY_ARCH['embed_dims'][-1]
+    model = build_mmpretrain_model(cfg.model)
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    assert frozen == {'backbone.norm.weight', 'backbone.norm.bias'}
+
+
+def test_frozen_norm_needs_the_final_norm():
+    with pytest.raises(ValueError, match=r'frozen_norm=True freezes the final norm, which final_norm=False and '
+                                         r'out_indices=\(0, 3\) do not build'):
+        build_mmpretrain_model(dict(type='DynaMixer', arch=TINY_ARCH, final_norm=False, out_indices=(0, 3),
+                                    frozen_norm=True))
+
+
+def test_folder_config_fine_tunes_on_two_processes_as_written(tmp_path, repo):
+    """tools/dist_train.sh CONFIG 2 (DDP over gloo on CPU): 3 iterations of the folder config, its frozen final norm
+    ends as loaded, the rest of the backbone moves (a tiny backbone at 56 px, 3 generated classes)."""
+    loaded = _tiny_classifier_checkpoint(tmp_path / 'in1k.pth', TINY_ARCH)
+    data = write_image_folder(tmp_path / 'data', num_classes=3, per_class=8)
+    config = tmp_path / 'folder_cfg.py'
+    config.write_text(textwrap.dedent(f'''
+        _base_ = ['{FOLDER_CONFIG}']
+        model = dict(backbone=dict(arch=dict(_delete_=True, **{TINY_ARCH!r}),
+                                   init_cfg=dict(checkpoint='{tmp_path / "in1k.pth"}')),
+                     head=dict(num_classes=3, in_channels={TINY_ARCH["embed_dims"][-1]}))
+        data_preprocessor = dict(num_classes=3)
+        train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False, dataset=dict(
+            data_root='{data}', pipeline=[dict(type='CheckedLoadImageFromFile'), dict(type='RandomResizedCrop',
+                                          scale=56), dict(type='PackInputs')]))
+        val_cfg = val_dataloader = val_evaluator = test_cfg = test_dataloader = test_evaluator = None
+        train_cfg = dict(max_epochs=1)
+        default_hooks = dict(logger=dict(interval=1), checkpoint=dict(save_best=None))
+    '''))
+    run = subprocess.run(['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir', str(tmp_path / 'work')],
+                         cwd=repo, env=tool_env(PORT='29661'), capture_output=True, text=True, timeout=600)
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-5000:]
+    assert re.search(r'Distributed training: True\s+GPU number: 2', log), log[-3000:]
+    assert re.search(r'Epoch\(train\)\s+\[1\]\[3/3\]', log), log[-3000:]  # 24 images, 2 processes x 4
+    with mmengine_checkpoint_loading():
+        state = torch.load(tmp_path / 'work' / 'epoch_1.pth', map_location='cpu')['state_dict']
+    for key in ('backbone.norm.weight', 'backbone.norm.bias'):
+        assert torch.equal(state[key], loaded[key])
+    assert not torch.equal(state['backbone.patch_embed.proj.weight'], loaded['backbone.patch_embed.proj.weight'])
 
 
 # --- layer-wise lr decay ----------------------------------------------------------------------------------------

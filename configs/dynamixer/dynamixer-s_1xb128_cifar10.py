@@ -11,8 +11,11 @@ _base_ = [
 
 pretrained = 'checkpoints/dynamixer-s_in1k-ema.pth'
 model = dict(
-    # The backbone only (prefix): the head is new, initialised as the release's (truncated normal, std 0.02).
-    backbone=dict(drop_path_rate=0.1, init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    # The backbone only (prefix): the head is new, initialised as the release's (truncated normal, std 0.02). The
+    # final norm keeps its ImageNet values (the release's optimizer leaves it out): frozen when the model is built,
+    # before DistributedDataParallel wraps it (the optimizer constructor in the schedule also leaves it out).
+    backbone=dict(drop_path_rate=0.1, frozen_norm=True,
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     # Plain cross-entropy on hard labels: no label smoothing, no Mixup/CutMix.
     head=dict(num_classes=10, loss=dict(_delete_=True, type='CrossEntropyLoss', loss_weight=1.0)),
     train_cfg=None,

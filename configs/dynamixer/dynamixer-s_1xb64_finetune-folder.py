@@ -25,7 +25,9 @@ pretrained = 'checkpoints/dynamixer-s_in1k-ema.pth'
 num_classes = 10
 data_root = 'data/custom'
 model = dict(
-    backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    # The final norm frozen when the model is built (before DistributedDataParallel wraps it), as the schedule's
+    # optimizer constructor expects.
+    backbone=dict(frozen_norm=True, init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     head=dict(num_classes=num_classes, loss=dict(_delete_=True, type='CrossEntropyLoss', loss_weight=1.0)),
     train_cfg=None,
 )

@@ -6,6 +6,7 @@ from typing import List, Optional
 from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -15,8 +16,10 @@ class FrozenParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     nothing computed for them) and no parameter group (no lr, weight decay or momentum that a scheduler could
     move). Every other ``paramwise_cfg`` option works as in mmengine.
 
-    A model wrapped in DistributedDataParallel was wrapped with these parameters trainable, so several processes
-    need ``model_wrapper_cfg=dict(type='MMDistributedDataParallel', find_unused_parameters=True)``.
+    The constructor runs after DistributedDataParallel has wrapped the model, and DDP expects a gradient of
+    every parameter that was trainable then: with several processes the parameters must already be frozen when
+    the model is built (the DynaMixer backbone's ``frozen_norm=True`` for ``backbone.norm.``, as the project's
+    transfer configs declare), else this refuses, naming them.
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
@@ -35,9 +38,15 @@ class FrozenParamsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         if unmatched:
             raise ValueError(f'FrozenParamsOptimWrapperConstructor: no parameter name starts with {unmatched}; '
                              f'the model\'s parameters are e.g. {names[:3]} ... {names[-3:]}')
-        for name, param in module.named_parameters():
-            if name.startswith(self.frozen):
-                param.requires_grad_(False)
+        frozen = [(name, param) for name, param in module.named_parameters() if name.startswith(self.frozen)]
+        trainable = [name for name, param in frozen if param.requires_grad]
+        if trainable and isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
+            raise ValueError(f'FrozenParamsOptimWrapperConstructor: {trainable} were trainable when '
+                             f'DistributedDataParallel wrapped the model, which then expects their gradients and fails '
+                             f'at the second iteration: freeze them when the model is built (for backbone.norm. of '
+                             f'DynaMixer: model.backbone.frozen_norm=True)')
+        for _, param in frozen:
+            param.requires_grad_(False)
         return super().__call__(model)
 
     def add_params(self, params: List[dict], module: nn.Module, prefix: str = '', **kwargs) -> None:

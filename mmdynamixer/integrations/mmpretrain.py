@@ -46,6 +46,8 @@ class DynaMixer(DynaMixerNet, BaseBackbone):
             classifier reads); set False for dense heads so every output has its own ``norm{i}``.
         frozen_stages (int): -1 freezes nothing; 0 the patch embedding; k > 0 the patch embedding and
             stages 0..k-1 with their transitions and output norms (eval mode, no gradients).
+        frozen_norm (bool): The final ``norm`` keeps the values it is loaded with (no gradients), as in the
+            release's transfer recipe; frozen when built, so that DistributedDataParallel leaves it out.
         with_cp (bool): Gradient checkpointing per layer.
         fused_mixing (bool): Mix tokens in the fused Triton kernel on CUDA (False: the eager op everywhere).
         init_cfg (dict | list[dict], optional): mmengine initialisation, e.g. ``Pretrained``.
@@ -59,6 +61,7 @@ class DynaMixer(DynaMixerNet, BaseBackbone):
                  out_indices: Union[int, Sequence[int]] = -1,
                  final_norm: bool = True,
                  frozen_stages: int = -1,
+                 frozen_norm: bool = False,
                  with_cp: bool = False,
                  fused_mixing: bool = True,
                  init_cfg: Optional[Union[dict, list]] = None):
@@ -71,6 +74,11 @@ class DynaMixer(DynaMixerNet, BaseBackbone):
                              f'embedding) to {num_stages} (all stages)')
         self.frozen_stages = frozen_stages
         self._freeze_stages()
+        if frozen_norm:
+            if not hasattr(self, 'norm'):
+                raise ValueError(f'frozen_norm=True freezes the final norm, which final_norm={final_norm} and '
+                                 f'out_indices={out_indices} do not build: it needs final_norm=True and the last stage')
+            self.norm.requires_grad_(False)
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages < 0:

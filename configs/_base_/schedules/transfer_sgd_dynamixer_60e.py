@@ -1,7 +1,9 @@
 # The release's transfer optimisation (transfer_learning/transfer_learning.py): SGD momentum 0.9, lr 0.01,
 # weight decay 5e-4 on every parameter; the patch embedding and the stages at 0.01 x the lr, the head at the
 # lr; the final norm in no parameter group, so it keeps its ImageNet values (FrozenParamsOptimWrapperConstructor,
-# mmdynamixer/engine); plain float32; 60 epochs of cosine annealing with eta_min 2e-4, per epoch.
+# mmdynamixer/engine; a model config using this schedule freezes it when built, backbone frozen_norm=True, or
+# several processes fail: DistributedDataParallel wraps the model before this constructor runs); plain float32;
+# 60 epochs of cosine annealing with eta_min 2e-4, per epoch.
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=5e-4),
