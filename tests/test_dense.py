@@ -232,6 +232,67 @@ def test_mask_rcnn_roi_features_are_read_from_their_pyramid_cells(name):
             torch.testing.assert_close(extractor(pyramid[:extractor.num_inputs], rois), theirs)
 
 
+SEMANTIC_FPN = 'fpn_dynamixer-tiny_digit-scenes.py'  # StrideFPNHead over P7-P56, as the ADE20K config
+
+
+def scale_head_outputs(model, images):
+    """The pyramid of a real forward and what each of StrideFPNHead's scale heads makes of its level."""
+    outputs = []
+    hooks = [head.register_forward_hook(lambda module, args, out: outputs.append(out))
+             for head in model.decode_head.scale_heads]
+    with torch.no_grad():
+        pyramid = model.extract_feat(images)
+        model.decode_head(pyramid)
+    for hook in hooks:
+        hook.remove()
+    return pyramid, outputs
+
+
+def test_stride_fpn_head_upsamples_every_level_to_the_stride_7_grid():
+    """A 112 x 168 image (sides multiples of 56) gives levels of 16 x 24, 8 x 12, 4 x 6, 2 x 3: each scale head must
+    bring its level to the stride-7 map's 16 x 24 by 2x steps (1, 2, 4, 8), so that the levels add up without a
+    resize. mmseg's FPNHead, given the strides 7-56, builds 1, 1, 1, 2 steps and leaves P28 and P56 at 8 x 12."""
+    model = build(load(SEMANTIC_FPN)).eval()
+    pyramid, outputs = scale_head_outputs(model, torch.randn(1, 3, 112, 168))
+    assert [tuple(level.shape[2:]) for level in pyramid] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+    assert [tuple(out.shape[2:]) for out in outputs] == [(16, 24)] * 4
+
+
+@pytest.mark.xfail(strict=True, reason='StrideFPNHead inherits FPNHead.forward, which resizes each upsampled level '
+                                       'onto the stride-7 grid instead of cropping it (reported 2026-12-06)')
+def test_stride_fpn_head_levels_land_on_their_pixels():
+    """Each level reaches the stride-7 grid on the pixels it was computed from. Sides that are not multiples of 56
+    (here 238 x 182: 34 x 26 positions at stride 7, 5 x 4 at stride 56) round the coarse levels up, so upsampled
+    they reach past the image (40 x 32 at stride 56): they must be cropped to 34 x 26, not squeezed onto it, which
+    moves P56's far rows by 6 positions (42 px). The head's convolutions and classifier made identities, each level
+    in turn holds its cells' pixel centres (rows in channel 0, columns in channel 1), and the head's output must hold
+    the stride-7 cells' centres, 7 p + 3.5, away from the borders that upsampling clamps."""
+    model = build(load(SEMANTIC_FPN)).eval()
+    head = model.decode_head
+    for scale_head in head.scale_heads:
+        for k, module in enumerate(scale_head):
+            if type(module).__name__ == 'ConvModule':
+                scale_head[k] = torch.nn.Identity()
+    head.cls_seg = lambda features: features
+    height, width = 238, 182
+    channels = head.in_channels[0]
+    sizes = [(ceil_div(height, stride), ceil_div(width, stride)) for stride in head.feature_strides]
+    rows, cols = sizes[0]
+    expected_rows = (7 * torch.arange(rows) + 3.5)[8:rows - 8]
+    expected_cols = (7 * torch.arange(cols) + 3.5)[8:cols - 8]
+    for level, stride in enumerate(head.feature_strides):
+        pyramid = [torch.zeros(1, channels, *size) for size in sizes]
+        pyramid[level][0, 0] = (stride * torch.arange(sizes[level][0]) + stride / 2)[:, None]
+        pyramid[level][0, 1] = (stride * torch.arange(sizes[level][1]) + stride / 2)[None, :]
+        with torch.no_grad():
+            out = head(pyramid)
+        assert out.shape[2:] == (rows, cols)
+        torch.testing.assert_close(out[0, 0, 8:rows - 8, 8:cols - 8],
+                                   expected_rows[:, None].expand(-1, cols - 16), msg=f'level {level}: rows')
+        torch.testing.assert_close(out[0, 1, 8:rows - 8, 8:cols - 8],
+                                   expected_cols[None, :].expand(rows - 16, -1), msg=f'level {level}: columns')
+
+
 @pytest.mark.parametrize('name', ['mask-rcnn_dynamixer-s_fpn_1x_coco.py', 'fpn_dynamixer-s_8xb4-40k_ade20k-512x512.py'])
 def test_pretrained_classifier_loads_into_dense_backbone(name, tmp_path):
     """The configs' init_cfg (Pretrained, prefix 'backbone.') loads a converted classifier checkpoint: every
