@@ -2,8 +2,8 @@
 image resolves (a heading anchor included); each shell command parses, names files that exist, passes only flags
 its tool accepts (asked of the tool's own ``--help``), uses only variables its block defines, runs with the venv's
 interpreter and names no checkpoint whose epoch depends on the run; each Python snippet that needs no data runs
-(configs are loaded with mmengine and their model built); the Layout section matches the tree; the model zoo
-matches metafile.yml and the configs present."""
+(configs are loaded with mmengine and their model built; tests/docs_runner.py runs them); the Layout section
+matches the tree; the tools page names every tool; the model zoo matches metafile.yml and the configs present."""
 import functools
 import json
 import os
