@@ -79,7 +79,10 @@ def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
 
 def _autocast_input(x: torch.Tensor) -> torch.Tensor:
     """``x`` in autocast's compute dtype when autocast is on for its device: cast once here, not once per consumer
-    (autocast keeps LayerNorm's output in float32, and each matmul reading it would cast it again)."""
+    (autocast keeps LayerNorm's output in float32, and each matmul reading it would cast it again). A torch.fx
+    proxy passes as it is: its graph casts where autocast does when it runs."""
+    if isinstance(x, torch.fx.Proxy):
+        return x
     dtype = _autocast_dtype(x.device.type) if x.dtype == torch.float32 else None
     return x if dtype is None else x.to(dtype)
 

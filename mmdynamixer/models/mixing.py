@@ -42,9 +42,9 @@ def fused_mixing_applies(x: torch.Tensor, op: 'DynaMixerOp') -> bool:
     """Whether the fused kernel mixes the (B, H, W, D) map ``x`` for ``op``: on a CUDA device (or anywhere under
     ``TRITON_INTERPRET=1``, which runs it on the CPU for tests) where the kernel module says it can run, and not
     while torch.fx, TorchScript or torch.export trace (their graphs leave the process: they keep the eager op)."""
-    if not (x.is_cuda or os.environ.get('TRITON_INTERPRET') == '1'):
-        return False
     if isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing() or _is_exporting():
+        return False
+    if not (x.is_cuda or os.environ.get('TRITON_INTERPRET') == '1'):
         return False
     return _triton_mixing().fused_mixing_unsupported(x, op.seq_len, op.reduced_dim) is None
 
