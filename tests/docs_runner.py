@@ -1,7 +1,8 @@
 """Runs what tests/test_readme.py checks in the docs: each Python snippet, each config snippet (loaded with mmengine,
-its model built) and each tool's ``--help``, every one in a process of its own forked from one that imported the
-heavy libraries once (torch, timm, mmengine, mmcv and the toolboxes, none of them ours: ``import mmdynamixer`` and
-its registrations happen in each child as in a fresh interpreter). A fresh interpreter per task cost minutes.
+checked as DynaMixerRunner checks a config, its model built) and each tool's ``--help``, every one in a process of
+its own forked from one that imported the heavy libraries once (torch, timm, mmengine, mmcv and the toolboxes, none
+of them ours: ``import mmdynamixer`` and its registrations happen in each child as in a fresh interpreter). A fresh
+interpreter per task cost minutes.
 
     python tests/docs_runner.py < tasks.json > results.json
 
@@ -20,10 +21,14 @@ PRELOADED = ('torch', 'timm', 'mmengine', 'mmcv', 'mmcv.ops', 'mmpretrain.models
 
 
 def build_config(path: str) -> None:
-    """Load a config snippet as a user's config file and build its model through the registries (no weights)."""
+    """Load a config snippet as a user's config file, run the checks DynaMixerRunner runs before it builds anything
+    (channels, strides, data and checkpoint settings), and build its model through the registries (no weights)."""
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
+
+    from mmdynamixer.engine.checks import check_config
     cfg = Config.fromfile(path)
+    check_config(cfg)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     print(type(MODELS.build(cfg.model)).__name__)
 
