@@ -1,7 +1,7 @@
 """Write digit scenes: scikit-learn's handwritten digits pasted onto noisy canvases, a detection and segmentation
 set made on the spot in COCO's layout (the dense demo's data).
 
-    .venv/bin/python tools/demo/prepare_digit_scenes.py data/digit_scenes [--train 400] [--val 100] [--seed 0]
+    .venv/bin/python tools/demo/prepare_digit_scenes.py data/digit_scenes [--train 1000] [--val 100] [--seed 0]
 
 Each scene holds 1 to 5 digits, each scaled to 20-60 pixels and coloured, none overlapping another, on a noisy
 background; canvas sides are 84-168 pixels and never multiples of 7 (nor of 14), so that the backbone's padding is
@@ -115,7 +115,7 @@ def write_scenes(root: Path, counts: dict, seed: int) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('out', help='output folder (images/, annotations/ and masks/ are written inside)')
-    parser.add_argument('--train', type=int, default=400, help='training scenes (default 400)')
+    parser.add_argument('--train', type=int, default=1000, help='training scenes (default 1000)')
     parser.add_argument('--val', type=int, default=100, help='held-out scenes (default 100)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the scenes (default 0)')
     args = parser.parse_args()

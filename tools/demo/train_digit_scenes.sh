@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The dense demo, the ImageNet-to-COCO flow in miniature: sets up (or refreshes) .venv, writes the digit scenes to
-# data/digit_scenes (tools/demo/prepare_digit_scenes.py), takes the digits classifier of tools/demo/train_digits.sh
-# as the pretrained backbone (trains it first if no run left one), then trains and validates on the held-out
-# scenes: det, RetinaNet (retinanet_dynamixer-tiny_fpn_digit-scenes.py); seg, Semantic FPN
-# (fpn_dynamixer-tiny_digit-scenes.py); all, both. mask-rcnn or upernet names the other two configs.
+# data/digit_scenes (tools/demo/prepare_digit_scenes.py: 1000 training scenes, 100 held out), takes the digits
+# classifier of tools/demo/train_digits.sh as the pretrained backbone (trains it first if no run left one), then
+# trains and validates on the held-out scenes: det, RetinaNet (retinanet_dynamixer-tiny_fpn_digit-scenes.py);
+# seg, Semantic FPN (fpn_dynamixer-tiny_digit-scenes.py); all, both. mask-rcnn or upernet names the other two configs.
 # Each run ends with its best held-out figure and when it was reached, the checkpoint, the command that runs
 # det_demo.py / seg_demo.py with it, its training curves and a held-out scene drawn with the predictions,
 # all in work_dirs/<config>/. Extra args go to tools/train.py (e.g. --cfg-options model.backbone.init_cfg=None).
@@ -29,6 +29,13 @@ PYTHON="$ROOT/.venv/bin/python"
 if [[ ! -d data/digit_scenes ]]; then  # the writer renames it into place only when complete
     "$PYTHON" tools/demo/prepare_digit_scenes.py data/digit_scenes
 fi
+# The demo's schedules and figures are for the writer's default, 1000 training scenes.
+scenes="$("$PYTHON" -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["images"]))' \
+    data/digit_scenes/annotations/instances_train.json)"
+if [[ "$scenes" != 1000 ]]; then
+    echo "warning: data/digit_scenes holds $scenes training scenes, the demo is set for 1000: delete the folder" \
+        "to have it rewritten" >&2
+fi
 
 # The backbone's "ImageNet": the digits classifier, as the dense configs' init_cfg expects it.
 PRETRAINED=checkpoints/dynamixer-tiny_digits.pth
@@ -52,6 +59,9 @@ for run in "${runs[@]}"; do
         fpn) config=fpn_dynamixer-tiny_digit-scenes.py metric=mIoU demo=seg_demo.py ;;
         upernet) config=upernet_dynamixer-tiny_digit-scenes.py metric=mIoU demo=seg_demo.py ;;
     esac
+    # The detections drawn: those scoring above 0.5 (a scene of 84-168 px holds few boxes legibly).
+    draw=()
+    if [[ "$demo" == det_demo.py ]]; then draw=(--score-thr 0.5); fi
     config="configs/dynamixer/$config"
     work_dir="work_dirs/$(basename "$config" .py)"
     start=$SECONDS
@@ -63,5 +73,5 @@ for run in "${runs[@]}"; do
     echo "$summary"
     checkpoint="$(sed -n 's/^Checkpoint: //p' <<< "$summary")"
     "$PYTHON" "tools/demo/$demo" "$scene" "$config" "$checkpoint" --out-file "$work_dir/held_out_scene.png" \
-        --device cpu
+        --device cpu "${draw[@]}"
 done
