@@ -43,6 +43,7 @@ def run(task: dict, workdir: str) -> None:
         build_config(path)
     elif task['kind'] == 'help':
         sys.argv = [task['script'], '--help']
+        sys.path.insert(0, os.path.dirname(task['script']))  # as `python SCRIPT` puts the script's folder first
         runpy.run_path(task['script'], run_name='__main__')
     else:
         raise ValueError(f'unknown task kind {task["kind"]!r}; known: script, config, help')
