@@ -1,20 +1,25 @@
 """Dense learning: the digit-scenes detectors and segmentor, from scratch, through mmdet's and mmseg's own
 tools/train.py, learn to find, name and outline the handwritten digits of training scenes written by
 tools/demo/prepare_digit_scenes.py. COCO's bbox mAP (pycocotools) and mmseg's mIoU are read from the runs' logs.
+The runs use one thread (OMP_NUM_THREADS=1, as calibrated: the thread count changes a run's arithmetic).
 
-Calibrated on this 2-core Zen 3 (seeds 0 and 1 of the same runs, 1 thread each): Semantic FPN reached mIoU 33.0 and
+Calibrated on a 2-core Zen 3 (seeds 0 and 1 of the same runs, 1 thread each): Semantic FPN reached mIoU 33.0 and
 37.6 against 8.6 for background everywhere, and 14.6 with mmseg's FPNHead (built for powers of two) in place of
 StrideFPNHead: the threshold, 25, fails that head. Test images not padded to multiples of 14 (logits shifted by up
-to 13 pixels) gave 26.7 and 30.5, too close to call here: tests/test_dense.py catches that geometrically. RetinaNet
-reached bbox mAP 0.267 and 0.132 (0.026 after one epoch): the threshold, 0.08, says it learns at all. Anchors at
-stride 8 instead of 7 are not caught here, since regression makes up for them on training scenes (0.135 at 30
-epochs, 0.358 and 0.285 at 50); the config tests catch them (tests/test_dense.py: the heads' strides against the
-maps' sizes). The backbone's two maps swapped fails both tests at the first forward (the neck's lateral convs get
-the other width). Mask R-CNN reached bbox / mask mAP 0.447 / 0.384 and 0.403 / 0.427 (135 s); with the backbone's
-maps returned as channels-last views (the defect fixed 2026-12-04: mmcv's RoIAlign misread them) 0.000 / 0.000, and
-with its anchors at strides 8-128 and RoIs read from strides 8-64 (a head built for powers of two) 0.189 / 0.083:
-the threshold, 0.25 on both, fails both. The runs are short: they prove that the configs' strides, anchors, necks
-and heads let the model learn; the held-out figures are the demo's (tools/demo/train_digit_scenes.sh).
+to 13 pixels) gave 26.7 and 30.5, too close to call here: tests/test_dense.py catches that geometrically. Mask R-CNN
+reached bbox / mask mAP 0.447 / 0.384 and 0.403 / 0.427 (135 s); with the backbone's maps returned as channels-last
+views (the defect fixed 2026-12-04: mmcv's RoIAlign misread them) 0.000 / 0.000, and with its anchors at strides
+8-128 and RoIs read from strides 8-64 (a head built for powers of two) 0.189 / 0.083: the threshold, 0.25 on both,
+fails both. Re-run here with one thread (seed 0, 2026-12-06): mIoU 33.0, Mask R-CNN 0.423 / 0.362. The backbone's
+two maps swapped fails every test at the first forward (the neck's lateral convs get the other width).
+
+RetinaNet, recalibrated 2026-12-06 with this test's options and one thread (Sapphire Rapids, 2 cores shared with
+other jobs): bbox mAP 0.167 and 0.310 (seeds 0 and 1; 0.267 and 0.132 on the Zen 3), 0.026 after one epoch (Zen 3):
+the threshold, 0.10, says it learns at all. Anchors at stride 8 instead of 7 reached 0.142 and 0.074 (same seeds, with
+DynaMixerRunner's stride check bypassed): regression makes up for them on training scenes, so no threshold separates
+them from seed-to-seed spread; DynaMixerRunner's stride check (engine/checks.py) refuses that config before the
+first step, which fails this test. The runs are short: they prove that the configs' strides, anchors, necks and
+heads let the model learn; the held-out figures are the demo's (tools/demo/train_digit_scenes.sh).
 """
 import json
 import subprocess
@@ -28,7 +33,7 @@ from mmdynamixer.testing import tool_env, upstream_tool
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / 'configs' / 'dynamixer'
 TRAINING_SCENES = 48
-DET_MAP = 0.08
+DET_MAP = 0.10
 MASK_RCNN_MAP = 0.25
 SEG_MIOU = 25.0
 
@@ -48,7 +53,7 @@ def train_on_training_scenes(toolbox: str, config: str, work: Path, options) -> 
     run = subprocess.run([sys.executable, str(upstream_tool(toolbox, 'train.py')), str(CONFIG_DIR / config),
                           '--work-dir', str(work), '--cfg-options', 'model.backbone.init_cfg=None',
                           'randomness.seed=0', *options],
-                         cwd=REPO, env=tool_env(OMP_NUM_THREADS='2'), capture_output=True, text=True, timeout=900)
+                         cwd=REPO, env=tool_env(), capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
     (scalars,) = work.glob('*/vis_data/scalars.json')
     records = [json.loads(line) for line in scalars.read_text().splitlines()]
