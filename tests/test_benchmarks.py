@@ -1,6 +1,6 @@
 """The measuring harness (mmdynamixer.benchmarking), the FLOP count (mmdynamixer.analysis) and the analysis tools
-that use them, each run on its real path with a tiny arch; expected values come from clocks, sleeps, allocations
-and hand counts, not from the code under test."""
+that use them, each run on its real path with a tiny arch; expected values come from clocks, sleeps, steps of
+scripted duration (conftest's ``scripted_timing``), allocations and hand counts, not from the code under test."""
 import functools
 import json
 import runpy

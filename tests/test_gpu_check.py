@@ -1,5 +1,6 @@
-"""tools/analysis/gpu_check.py: the --quick run without the OpenMMLab stack, its report and verdict, its old flags,
-its out-of-memory halving, and the FLOP count its TFLOP/s rest on against the paper and an independent count."""
+"""tools/analysis/gpu_check.py: the --quick run without the OpenMMLab stack, its report and verdict, its rates from
+steps of scripted duration, its old flags, its out-of-memory halving, and the FLOP count its TFLOP/s rest on against
+the paper and an independent count."""
 import json
 import os
 import runpy
