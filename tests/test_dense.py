@@ -258,8 +258,6 @@ def test_stride_fpn_head_upsamples_every_level_to_the_stride_7_grid():
     assert [tuple(out.shape[2:]) for out in outputs] == [(16, 24)] * 4
 
 
-@pytest.mark.xfail(strict=True, reason='StrideFPNHead inherits FPNHead.forward, which resizes each upsampled level '
-                                       'onto the stride-7 grid instead of cropping it (reported 2026-12-06)')
 def test_stride_fpn_head_levels_land_on_their_pixels():
     """Each level reaches the stride-7 grid on the pixels it was computed from. Sides that are not multiples of 56
     (here 238 x 182: 34 x 26 positions at stride 7, 5 x 4 at stride 56) round the coarse levels up, so upsampled
