@@ -1,22 +1,11 @@
 # The embedded demo: the DynaMixer-S recipe on scikit-learn's handwritten digits (written out by
 # tools/demo/prepare_digits.py as an ImageNet-style folder), 2 CPU processes.
 # Only what the small data and a few CPU minutes need differs from the S recipe (see below).
-_base_ = ['./dynamixer-s_8xb256_in1k.py']
+_base_ = ['./dynamixer-s_8xb256_in1k.py', '../_base_/models/dynamixer-tiny.py']
 
-# 56x56 images: 8x8 tokens after the 7x7 patches, 4x4 after the transition. A DynaMixer with the
-# S layout (transition after stage 1, 2 reduced dims) scaled down to a few CPU minutes.
+# The tiny arch (configs/_base_/models/dynamixer-tiny.py): on 56x56 images 8x8 tokens, 4x4 after the transition.
 model = dict(
-    backbone=dict(
-        arch=dict(
-            _delete_=True,
-            layers=[1, 1, 2, 1],
-            embed_dims=[32, 64, 64, 64],
-            resolutions=[8, 4, 4, 4],
-            num_segments=[4, 8, 8, 8],
-            reduced_dims=[2, 2, 2, 2],
-            transitions=[True, False, False, False],
-            mlp_ratios=[3, 3, 3, 3]),
-        drop_path_rate=0.0),
+    backbone=dict(arch=dict(_delete_=True, **_base_.dynamixer_tiny_arch), drop_path_rate=0.0),
     head=dict(num_classes=10, in_channels=64))
 data_preprocessor = dict(num_classes=10)
 
