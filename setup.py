@@ -44,9 +44,28 @@ setup(
     description='DynaMixer (ICML 2022) backbones for mmpretrain, mmdet, mmsegmentation and timm',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
+    license_expression='Apache-2.0',
+    license_files=['LICENSE', 'NOTICE'],  # NOTICE credits the authors' MIT-licensed release
+    project_urls={
+        'Paper': 'https://arxiv.org/abs/2201.12083',
+        'Original implementation': 'https://github.com/ziyuwwang/DynaMixer',
+    },
+    keywords=['computer vision', 'image classification', 'object detection', 'semantic segmentation', 'MLP',
+              'OpenMMLab', 'timm'],
+    classifiers=[
+        'Development Status :: 3 - Alpha',
+        'Intended Audience :: Developers',
+        'Intended Audience :: Science/Research',
+        'Operating System :: POSIX :: Linux',
+        'Programming Language :: Python :: 3',
+        'Programming Language :: Python :: 3.11',
+        'Topic :: Scientific/Engineering :: Artificial Intelligence',
+        'Topic :: Scientific/Engineering :: Image Recognition',
+    ],
     packages=find_packages(include=['mmdynamixer', 'mmdynamixer.*']),
     package_data={'mmdynamixer': ['.mim/model-index.yml', '.mim/configs/**/*', '.mim/tools/**/*']},
-    python_requires='>=3.9',
+    # The only Python the stacks are tested on (tools/setup_env.sh, tools/run_tests.sh).
+    python_requires='>=3.11,<3.12',
     # The model itself needs torch only. The tested range is torch 2.1 to 2.15 (requirements/stack-*.txt): the
     # oneDNN op needs torch >= 2.4 (torch.library.custom_op), weights-only checkpoint loading >= 2.6 and the ONNX
     # export >= 2.6; older torch takes F.linear, loads checkpoints in full as mmengine does, and refuses to export.
