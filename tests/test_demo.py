@@ -303,7 +303,7 @@ def test_prepare_digits_sizes_and_the_old_flag(repo, tmp_path, monkeypatch, caps
 
 
 def test_resample_the_trained_checkpoint_to_another_size(trained, repo, tmp_path, monkeypatch, capsys):
-    """The fine-tuning step of the README: the digits checkpoint (56 px: 8 then 4 tokens per side) resampled for
+    """The fine-tuning step of docs/finetuning.md: the digits checkpoint (56 px: 8 then 4 tokens per side) resampled for
     84-pixel images, 12 then 6 tokens (84 / 7, then halved by the transition)."""
     _, checkpoint = trained
     tool = 'tools/model_converters/dynamixer_resample.py'

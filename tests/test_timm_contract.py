@@ -2,7 +2,7 @@
 on dynamixer_s/m/l at the input sizes those tests pick: forward, backward (and grad checkpointing), the default
 cfgs of a non-standard model (``*mixer_*`` is in timm's NON_STD_FILTERS), features_only, forward_intermediates,
 and fx forward and backward through timm's feature extractor. Expected values come from the modules run one by one,
-not from the API under test. TorchScript is not supported (README)."""
+not from the API under test. TorchScript is not supported (docs/inference.md)."""
 import math
 
 import pytest

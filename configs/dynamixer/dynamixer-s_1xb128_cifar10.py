@@ -1,5 +1,5 @@
 # DynaMixer-S fine-tuned on CIFAR-10 with the release's transfer recipe (transfer_learning/transfer_learning.py),
-# 1 GPU x 128 images, 60 epochs; README "Fine-tuning" lists the items and how each is expressed here.
+# 1 GPU x 128 images, 60 epochs; configs/dynamixer/README.md "Fine-tuning" lists the items and how each is expressed here.
 # Starts from the ImageNet-1k EMA weights without the 1000-class head:
 #   python tools/model_converters/dynamixer_to_mmpretrain.py release.pth checkpoints/dynamixer-s_in1k-ema.pth --ema
 _base_ = [

@@ -1,5 +1,5 @@
 # DynaMixer-S fine-tuned on your own images: N classes in an image folder, from the ImageNet-1k EMA weights with a
-# new N-class head, on 1 GPU x 64 images (README "Fine-tuning"). The release's transfer optimisation (SGD, the
+# new N-class head, on 1 GPU x 64 images (docs/finetuning.md). The release's transfer optimisation (SGD, the
 # backbone at 0.01 x the lr, the final norm frozen, 60 cosine epochs) at half its lr for half its batch, with
 # ImageNet's normalisation, a random-resized-crop + flip training pipeline and the S test transform.
 #

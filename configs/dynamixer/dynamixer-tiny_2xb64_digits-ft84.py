@@ -1,4 +1,4 @@
-# Fine-tuning the digits demo's 56-px model at 84 px (README "Fine-tuning", another input size): the demo config
+# Fine-tuning the digits demo's 56-px model at 84 px (docs/finetuning.md, another input size): the demo config
 # on data/digits84, 12 x 12 tokens then 6 x 6, from the demo's checkpoint with its generate layers resampled to
 # that grid, the better option measured (91.1 % top-1 after 10 epochs, windowed 82.5 %, from scratch 16.3 %):
 #   .venv/bin/python tools/demo/prepare_digits.py data/digits84 --size 84

@@ -55,7 +55,7 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 
-# Loading (tools/analysis/benchmark_pipeline.py, README "Input pipeline"): this pipeline makes about 250
+# Loading (tools/analysis/benchmark_pipeline.py, docs/benchmarks.md#input-pipeline): this pipeline makes about 250
 # images per CPU-second, so 12 workers feed up to ~3000 images/s per GPU, given 12 free cores per GPU.
 # Workers stack each batch (default_collate): the main process then receives one image tensor per
 # batch instead of 256, half its CPU time per batch; the values are the same.
