@@ -6,10 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.onednn_linear import linear
-
-# torch.compiler.is_exporting is newer than torch 2.1, the oldest we support.
-_is_exporting = getattr(getattr(torch, 'compiler', None), 'is_exporting', lambda: False)
+from ..ops.onednn_linear import linear, traced_out_of_process
 
 
 def static_sizes(*sizes) -> bool:
@@ -42,7 +39,7 @@ def fused_mixing_applies(x: torch.Tensor, op: 'DynaMixerOp') -> bool:
     """Whether the fused kernel mixes the (B, H, W, D) map ``x`` for ``op``: on a CUDA device (or anywhere under
     ``TRITON_INTERPRET=1``, which runs it on the CPU for tests) where the kernel module says it can run, and not
     while torch.fx, TorchScript or torch.export trace (their graphs leave the process: they keep the eager op)."""
-    if isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing() or _is_exporting():
+    if traced_out_of_process(x):
         return False
     if not (x.is_cuda or os.environ.get('TRITON_INTERPRET') == '1'):
         return False

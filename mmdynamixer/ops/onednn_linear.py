@@ -30,9 +30,15 @@ _is_exporting = getattr(getattr(torch, 'compiler', None), 'is_exporting', lambda
 MIN_ROWS = 256
 
 
+def traced_out_of_process(x: torch.Tensor) -> bool:
+    """Whether ``x`` is being traced into a graph that leaves this process (torch.fx symbolic tracing, TorchScript
+    tracing, torch.export): such graphs must hold plain aten ops, not this project's custom ops."""
+    return isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing() or _is_exporting()
+
+
 def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``linear(x, weight)`` takes the oneDNN path."""
-    if isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing() or _is_exporting():
+    if traced_out_of_process(x):
         return False
     return (_HAVE_ONEDNN and torch.backends.mkldnn.enabled and x.device.type == 'cpu'
             and x.dtype == torch.float32 and weight.dtype == torch.float32
