@@ -71,6 +71,14 @@ def _is_amp(optim_wrapper) -> bool:
     return isinstance(kind, str) and kind.split('.')[-1] == 'AmpOptimWrapper'
 
 
+def float32_optim_wrapper(optim_wrapper: dict) -> dict:
+    """An ``AmpOptimWrapper`` config as mmengine's plain ``OptimWrapper`` (same optimizer, constructor and
+    paramwise settings; no loss scale, dtype or FSDP flag), for where no CUDA device exists."""
+    plain = {key: value for key, value in optim_wrapper.items() if key not in ('loss_scale', 'dtype', 'use_fsdp')}
+    plain['type'] = 'OptimWrapper'
+    return plain
+
+
 @RUNNERS.register_module()
 class DynaMixerRunner(Runner):
     """mmengine's ``Runner`` (same arguments) that
@@ -138,9 +146,7 @@ class DynaMixerRunner(Runner):
         if _is_amp(optim_wrapper) and not torch.cuda.is_available():
             warnings.warn(f'optim_wrapper.type={optim_wrapper["type"]!r} (mixed precision) needs CUDA and none is '
                           f'available: training in float32 with OptimWrapper instead')
-            optim_wrapper = {key: value for key, value in optim_wrapper.items()
-                             if key not in ('loss_scale', 'dtype', 'use_fsdp')}
-            optim_wrapper['type'] = 'OptimWrapper'
+            optim_wrapper = float32_optim_wrapper(optim_wrapper)
         return super().build_optim_wrapper(optim_wrapper)
 
     def load_or_resume(self) -> None:

@@ -162,6 +162,8 @@ def make_recipe_step(model, arch_name: str, precision: str, images, labels):
     from mmpretrain.registry import MODELS
     from mmpretrain.structures import DataSample
 
+    from mmdynamixer.engine.runner import float32_optim_wrapper
+
     cfg = recipe_config(arch_name, precision)
     device = images.device
     preprocessor = MODELS.build(dict(cfg.data_preprocessor, type='ClsDataPreprocessor',
@@ -169,8 +171,7 @@ def make_recipe_step(model, arch_name: str, precision: str, images, labels):
     loss_module = MODELS.build(cfg.model.head.loss)
     optim_cfg = cfg.optim_wrapper.to_dict()
     if device.type != 'cuda':  # mmengine's AmpOptimWrapper asserts CUDA; autocast is applied below either way
-        optim_cfg = {key: value for key, value in optim_cfg.items() if key not in ('loss_scale', 'dtype')}
-        optim_cfg['type'] = 'OptimWrapper'
+        optim_cfg = float32_optim_wrapper(optim_cfg)
     optim_wrapper = build_optim_wrapper(model, optim_cfg)
     ema_cfg = next(hook for hook in cfg.custom_hooks if hook['type'] == 'EMAHook')
     ema = ExponentialMovingAverage(model, momentum=ema_cfg['momentum'], update_buffers=ema_cfg['update_buffers'])
