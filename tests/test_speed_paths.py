@@ -23,6 +23,7 @@ FUSED_IN_THE_NETWORK = r'''
 import json, sys, torch
 from mmdynamixer.models import DynaMixerNet, block
 from mmdynamixer.testing import perturbed
+from mmdynamixer.testing.models import logits_and_gradients
 
 calls = []
 fused = block.mix_tokens_fused
@@ -36,12 +37,8 @@ for shape in [(2, 3, 56, 56), (1, 3, 45, 70)]:  # the grid, and windows padded a
     outputs = []
     for fused_mixing in (True, False):
         model.set_fused_mixing(fused_mixing)
-        model.zero_grad()
-        image = x.clone().requires_grad_()
         start = len(calls)
-        logits = model(image)
-        (logits * torch.arange(10.0)).sum().backward()
-        outputs.append([logits, image.grad] + [p.grad for p in model.parameters()])
+        outputs.append(logits_and_gradients(model, x))
         result.setdefault(str(shape), []).append(len(calls) - start)
     result[str(shape)].append(max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
                                   for a, b in zip(*outputs)))

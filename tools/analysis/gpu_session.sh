@@ -65,17 +65,14 @@ run() {
 import torch
 from mmdynamixer.models import DynaMixerNet
 from mmdynamixer.testing import perturbed
+from mmdynamixer.testing.models import logits_and_gradients
 for arch in ('s', 'm', 'l'):
     model = perturbed(DynaMixerNet(arch)).cuda()
     x = torch.randn(2, 3, 224, 224, device='cuda')
     results = []
     for fused in (True, False):
         model.set_fused_mixing(fused)
-        model.zero_grad()
-        image = x.clone().requires_grad_()
-        logits = model(image)
-        (logits * torch.linspace(-1, 1, logits.shape[1], device='cuda')).sum().backward()
-        results.append([logits, image.grad] + [p.grad for p in model.parameters()])
+        results.append(logits_and_gradients(model, x))
     worst = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(*results))
     print(f'{arch}: fused vs eager, float32, logits and all gradients: largest relative difference {worst:.2e}')
 EOF
